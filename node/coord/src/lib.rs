@@ -1,0 +1,1 @@
+//! Coordination through etcd: membership leases and leader election, trusted for liveness only.
