@@ -1,3 +1,81 @@
 //! The `strongroom` binary: wires the keystore, transport, store, coordination and API together.
+//!
+//! Each command group lives in its own module under `cmd/`; this file only parses the command
+//! line, sets up logging and reports errors.
 
-fn main() {}
+mod cmd;
+mod output;
+mod token_args;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::output::Output;
+use crate::token_args::TokenArgs;
+
+/// strongroom: an HSM-backed threshold-signing appliance for Bitcoin custody.
+#[derive(Debug, Parser)]
+#[command(name = "strongroom", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    token: TokenArgs,
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Provision and inspect the token that seals this node's secrets.
+    #[command(subcommand)]
+    Keystore(cmd::keystore::KeystoreCommand),
+    /// Measure performance on this machine.
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // cryptoki logs an error for every vendor mechanism it has no name for when it lists a
+    // token's mechanisms; that is noise, not a fault.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRONGROOM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,cryptoki::mechanism=off"));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .init();
+    let out = Output::new(cli.json);
+    let result = match cli.command {
+        Command::Keystore(c) => cmd::keystore::run(c, &cli.token, &out),
+        Command::Bench(c) => cmd::bench::run(c, &cli.token, &out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            out.error(&error_chain(&e));
+            let _ = writeln!(std::io::stderr(), "error: {}", error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, leaving out a cause whose text the previous
+/// message already includes.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
