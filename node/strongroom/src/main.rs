@@ -36,6 +36,9 @@ enum Command {
     /// Measure performance on this machine.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
+    /// Firmware profiles: the digests of a build.
+    #[command(subcommand)]
+    FirmwareProfile(cmd::firmware_profile::FirmwareProfileCommand),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keystore(c) => cmd::keystore::run(c, &cli.token, &out),
         Command::Bench(c) => cmd::bench::run(c, &cli.token, &out),
+        Command::FirmwareProfile(c) => cmd::firmware_profile::run(c, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -166,7 +166,7 @@ pub(crate) fn run(cmd: ClusterCommand, args: &TokenArgs, out: &Output) -> anyhow
             write_new(&path, cert.pem().as_bytes())?;
             out.report(
                 json!({ "identity": cert.identity.uri(), "certificate": path, "days": cert_days,
-                        "checked_against": expected.map(|s| SpiffeId { cluster: cluster.clone(), subject: s }.uri()) }),
+                        "checked_against": expected.clone().map(|s| SpiffeId { cluster: cluster.clone(), subject: s }.uri()) }),
                 || {
                     let mut s = format!(
                         "issued {} for {} (valid {cert_days} days)\n",

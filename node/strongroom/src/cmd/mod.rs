@@ -1,4 +1,5 @@
 //! Command groups, one module each.
 
 pub(crate) mod bench;
+pub(crate) mod firmware_profile;
 pub(crate) mod keystore;
