@@ -3,3 +3,9 @@
 //!
 //! Tests run under `cargo nextest` (one process per test), so each test may point the PKCS#11
 //! module at its own SoftHSM configuration.
+
+pub mod etcd;
+pub mod ports;
+pub mod postgres;
+pub mod process;
+pub mod softhsm;

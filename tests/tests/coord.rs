@@ -58,7 +58,7 @@ async fn one_leader_takeover_and_etcd_restart() {
         n.iter().all(|x| {
             let s = x.state();
             s.members.len() == 3 && s.leader.is_some()
-        })
+        }) && leaders(n).len() == 1
     };
     wait_for("membership and a leader", Duration::from_secs(15), || {
         all(&[&a, &b, &c])

@@ -150,7 +150,6 @@ impl Coordinator {
             self.task.abort();
         }
     }
-
 }
 
 impl Drop for Coordinator {
