@@ -36,6 +36,9 @@ enum Command {
     /// Measure performance on this machine.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
+    /// Cluster CA, node and client certificates (dev init; CSR ceremony: csr, sign, install).
+    #[command(subcommand)]
+    Cluster(cmd::cluster::ClusterCommand),
     /// Firmware profiles: the digests of a build.
     #[command(subcommand)]
     FirmwareProfile(cmd::firmware_profile::FirmwareProfileCommand),
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keystore(c) => cmd::keystore::run(c, &cli.token, &out),
         Command::Bench(c) => cmd::bench::run(c, &cli.token, &out),
+        Command::Cluster(c) => cmd::cluster::run(c, &cli.token, &out),
         Command::FirmwareProfile(c) => cmd::firmware_profile::run(c, &out),
     };
     match result {

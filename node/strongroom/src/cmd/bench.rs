@@ -25,6 +25,19 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 500)]
         ops: usize,
     },
+    /// Session round-trip latency (p50, p99) and messages per second between two nodes on
+    /// loopback (QUIC with mTLS, software handshake keys).
+    Transport {
+        /// Sessions timed for the round-trip latency.
+        #[arg(long, default_value_t = 1000)]
+        round_trips: usize,
+        /// Messages sent for the throughput measurement.
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        /// Payload size of every message, bytes.
+        #[arg(long, default_value_t = 256)]
+        payload_bytes: usize,
+    },
 }
 
 /// Median, minimum and maximum of per-run rates.
@@ -50,7 +63,63 @@ fn summarize(mut rates: Vec<f64>) -> Summary {
 }
 
 pub(crate) fn run(cmd: BenchCommand, args: &TokenArgs, out: &Output) -> anyhow::Result<()> {
-    let BenchCommand::Keystore { runs, ops } = cmd;
+    match cmd {
+        BenchCommand::Keystore { runs, ops } => keystore(runs, ops, args, out),
+        BenchCommand::Transport {
+            round_trips,
+            messages,
+            payload_bytes,
+        } => transport(round_trips, messages, payload_bytes, out),
+    }
+}
+
+fn transport(
+    round_trips: usize,
+    messages: usize,
+    payload_bytes: usize,
+    out: &Output,
+) -> anyhow::Result<()> {
+    if round_trips == 0 || messages == 0 {
+        bail!("--round-trips and --messages must be at least 1");
+    }
+    let options = strongroom_transport::bench::BenchOptions {
+        round_trips,
+        warmup: (round_trips / 10).max(1),
+        messages,
+        payload_bytes,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let report = runtime.block_on(strongroom_transport::bench::run(&options))?;
+    let mps = report.messages_per_sec;
+    out.report(
+        json!({
+            "round_trips": report.round_trips,
+            "rtt_p50_us": report.rtt_p50.as_secs_f64() * 1e6,
+            "rtt_p99_us": report.rtt_p99.as_secs_f64() * 1e6,
+            "rtt_max_us": report.rtt_max.as_secs_f64() * 1e6,
+            "messages": report.messages,
+            "payload_bytes": report.payload_bytes,
+            "messages_per_second": mps,
+        }),
+        || {
+            format!(
+                "transport, two nodes on loopback ({} sessions, {} messages of {} B)\n  \
+                 session round trip  p50 {:>8.1} us  p99 {:>8.1} us  max {:>8.1} us\n  \
+                 throughput          {:>12.0} messages/s\n",
+                report.round_trips,
+                report.messages,
+                report.payload_bytes,
+                report.rtt_p50.as_secs_f64() * 1e6,
+                report.rtt_p99.as_secs_f64() * 1e6,
+                report.rtt_max.as_secs_f64() * 1e6,
+                mps,
+            )
+        },
+    );
+    Ok(())
+}
+
+fn keystore(runs: usize, ops: usize, args: &TokenArgs, out: &Output) -> anyhow::Result<()> {
     if runs == 0 || ops == 0 {
         bail!("--runs and --ops must be at least 1");
     }

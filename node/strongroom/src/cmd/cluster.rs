@@ -19,8 +19,8 @@ use clap::Subcommand;
 use serde_json::json;
 use strongroom_keystore::{PinSource, Token, TokenConfig};
 use strongroom_transport::pki::{
-    CA_CERT_FILE, CA_KEY_FILE, CertificateDer, ClusterCa, SoftwareKey, Validity, cert_to_pem, certs_from_pem, create_csr,
-    identity_of, write_secret_file,
+    CA_CERT_FILE, CA_KEY_FILE, CertificateDer, ClusterCa, SoftwareKey, Validity, cert_to_pem,
+    certs_from_pem, create_csr, identity_of, write_secret_file,
 };
 use strongroom_transport::verify::check_node_certificate;
 use strongroom_transport::{ClientName, ClusterId, NodeId, SpiffeId, Subject};
@@ -120,10 +120,28 @@ pub(crate) enum ClusterCommand {
 
 pub(crate) fn run(cmd: ClusterCommand, args: &TokenArgs, out: &Output) -> anyhow::Result<()> {
     match cmd {
-        ClusterCommand::Init { cluster_id, nodes, clients, out: dir, ca_days, cert_days } => {
-            init(args, out, &cluster_id, &nodes, &clients, &dir, ca_days, cert_days)
-        }
-        ClusterCommand::Csr { cluster_id, node_id, out: path } => {
+        ClusterCommand::Init {
+            cluster_id,
+            nodes,
+            clients,
+            out: dir,
+            ca_days,
+            cert_days,
+        } => init(
+            args,
+            out,
+            &cluster_id,
+            &nodes,
+            &clients,
+            &dir,
+            ca_days,
+            cert_days,
+        ),
+        ClusterCommand::Csr {
+            cluster_id,
+            node_id,
+            out: path,
+        } => {
             let cluster = ClusterId::new(cluster_id)?;
             let node = NodeId::new(node_id)?;
             let config = args.config()?;
@@ -150,7 +168,15 @@ pub(crate) fn run(cmd: ClusterCommand, args: &TokenArgs, out: &Output) -> anyhow
             );
             Ok(())
         }
-        ClusterCommand::Sign { ca, cluster_id, csr, node_id, client, out: path, cert_days } => {
+        ClusterCommand::Sign {
+            ca,
+            cluster_id,
+            csr,
+            node_id,
+            client,
+            out: path,
+            cert_days,
+        } => {
             let cluster = ClusterId::new(cluster_id)?;
             let ca = ClusterCa::load_files(&cluster, &ca)?;
             let expected = match (node_id, client) {
@@ -161,7 +187,11 @@ pub(crate) fn run(cmd: ClusterCommand, args: &TokenArgs, out: &Output) -> anyhow
             let request = fs::read_to_string(&csr)
                 .with_context(|| format!("cannot read {}", csr.display()))?;
             let cert = ca
-                .sign_csr(&request, expected.as_ref(), Validity::days_from_now(cert_days))
+                .sign_csr(
+                    &request,
+                    expected.as_ref(),
+                    Validity::days_from_now(cert_days),
+                )
                 .with_context(|| format!("refused to sign {}", csr.display()))?;
             write_new(&path, cert.pem().as_bytes())?;
             out.report(
@@ -181,7 +211,13 @@ pub(crate) fn run(cmd: ClusterCommand, args: &TokenArgs, out: &Output) -> anyhow
             );
             Ok(())
         }
-        ClusterCommand::Install { cluster_id, node_id, cert, ca_cert, out: dir } => {
+        ClusterCommand::Install {
+            cluster_id,
+            node_id,
+            cert,
+            ca_cert,
+            out: dir,
+        } => {
             let cluster = ClusterId::new(cluster_id)?;
             let node = NodeId::new(node_id)?;
             let chain = read_certs(&cert)?;
@@ -191,7 +227,10 @@ pub(crate) fn run(cmd: ClusterCommand, args: &TokenArgs, out: &Output) -> anyhow
                 .with_context(|| format!("{} holds no certificate", ca_cert.display()))?;
             let config = args.config()?;
             let token = Token::open(&config).with_context(|| {
-                format!("cannot open token '{}' (run `strongroom cluster csr` first)", config.label)
+                format!(
+                    "cannot open token '{}' (run `strongroom cluster csr` first)",
+                    config.label
+                )
             })?;
             let key = token.identity();
             let spki = key.public_key().spki_der();
@@ -228,7 +267,8 @@ pub(crate) fn run(cmd: ClusterCommand, args: &TokenArgs, out: &Output) -> anyhow
 }
 
 fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let pem = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let pem =
+        fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     certs_from_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
@@ -240,7 +280,8 @@ fn write_new(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         .create_new(true)
         .open(path)
         .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
-    f.write_all(contents).with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(contents)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
@@ -257,6 +298,7 @@ fn node_token(base: &TokenConfig, node: &NodeId) -> TokenConfig {
     }
 }
 
+// The `init` arguments, passed through from clap as they are.
 #[allow(clippy::too_many_arguments)]
 fn init(
     args: &TokenArgs,
@@ -269,7 +311,10 @@ fn init(
     cert_days: u32,
 ) -> anyhow::Result<()> {
     let cluster = ClusterId::new(cluster_id)?;
-    let nodes: Vec<NodeId> = nodes.iter().map(|n| NodeId::new(n.as_str())).collect::<Result<_, _>>()?;
+    let nodes: Vec<NodeId> = nodes
+        .iter()
+        .map(|n| NodeId::new(n.as_str()))
+        .collect::<Result<_, _>>()?;
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = nodes.iter().find(|n| !seen.insert(*n)) {
         bail!("node '{dup}' is listed twice in --nodes");
@@ -277,10 +322,16 @@ fn init(
     let mut client_list = Vec::new();
     for c in clients {
         let Some((name, role)) = c.split_once(':') else {
-            bail!("client '{c}' must be written name:role (roles: {})", CLIENT_ROLES.join(", "));
+            bail!(
+                "client '{c}' must be written name:role (roles: {})",
+                CLIENT_ROLES.join(", ")
+            );
         };
         if !CLIENT_ROLES.contains(&role) {
-            bail!("client '{name}' has role '{role}'; roles are {}", CLIENT_ROLES.join(", "));
+            bail!(
+                "client '{name}' has role '{role}'; roles are {}",
+                CLIENT_ROLES.join(", ")
+            );
         }
         client_list.push((ClientName::new(name)?, role.to_owned()));
     }
@@ -297,7 +348,8 @@ fn init(
     let validity = Validity::days_from_now(cert_days);
 
     let nodes_dir = dir.join("nodes");
-    fs::create_dir_all(&nodes_dir).with_context(|| format!("cannot create {}", nodes_dir.display()))?;
+    fs::create_dir_all(&nodes_dir)
+        .with_context(|| format!("cannot create {}", nodes_dir.display()))?;
     let mut node_rows = Vec::new();
     for node in &nodes {
         let config = node_token(&base, node);
@@ -319,7 +371,8 @@ fn init(
     let clients_dir = dir.join("clients");
     let mut client_rows = Vec::new();
     if !client_list.is_empty() {
-        fs::create_dir_all(&clients_dir).with_context(|| format!("cannot create {}", clients_dir.display()))?;
+        fs::create_dir_all(&clients_dir)
+            .with_context(|| format!("cannot create {}", clients_dir.display()))?;
     }
     for (name, role) in &client_list {
         let key = SoftwareKey::generate()?;
@@ -345,8 +398,16 @@ fn init(
     let summary_path = dir.join("cluster.json");
     write_new(&summary_path, format!("{summary:#}\n").as_bytes())?;
     out.report(summary.clone(), || {
-        let mut s = format!("cluster '{cluster}' initialised in {} (dev way: the CA key is a file)\n", dir.display());
-        let _ = writeln!(s, "  CA:      {} (key {}, mode 0600)", dir.join(CA_CERT_FILE).display(), dir.join(CA_KEY_FILE).display());
+        let mut s = format!(
+            "cluster '{cluster}' initialised in {} (dev way: the CA key is a file)\n",
+            dir.display()
+        );
+        let _ = writeln!(
+            s,
+            "  CA:      {} (key {}, mode 0600)",
+            dir.join(CA_CERT_FILE).display(),
+            dir.join(CA_KEY_FILE).display()
+        );
         for row in &node_rows {
             let _ = writeln!(
                 s,

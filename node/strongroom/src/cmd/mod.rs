@@ -1,5 +1,6 @@
 //! Command groups, one module each.
 
 pub(crate) mod bench;
+pub(crate) mod cluster;
 pub(crate) mod firmware_profile;
 pub(crate) mod keystore;
