@@ -456,21 +456,16 @@ fn rotation_reseal_and_retire() {
     assert!(reopened.unseal(&object(b"a"), &moved).is_ok());
 }
 
-/// The `strongroom` binary of this build, brought up to date first (a no-op when it is).
+/// The `strongroom` binary of this build, brought up to date first. The build covers the whole
+/// workspace, as the test command's own build step does, so both resolve the same features and
+/// this is a no-op there (a `-p strongroom` build would resolve features differently and rebuild).
 fn strongroom_binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
             let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
             let status = Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "strongroom",
-                    "--bin",
-                    "strongroom",
-                ])
+                .args(["build", "--quiet", "--workspace", "--bins"])
                 .arg("--manifest-path")
                 .arg(manifest)
                 .status()
