@@ -1,0 +1,1 @@
+//! HTTPS client for the node API.
