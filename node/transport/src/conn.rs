@@ -23,6 +23,7 @@ use tokio::sync::{Notify, watch};
 use crate::ids::{NodeId, Subject};
 use crate::node::Timing;
 use crate::pki::identity_of;
+use crate::rpc::{RPC_REQUEST, Requests};
 use crate::session::Registry;
 
 /// QUIC application error codes on connections.
@@ -45,8 +46,17 @@ pub(crate) mod stream_codes {
     pub(crate) const MALFORMED: u32 = 0x12;
 }
 
+/// First byte of a liveness probe stream.
 const PING: u8 = 0x50;
+/// First byte of a probe's answer.
 const PONG: u8 = 0x51;
+
+/// Bidirectional streams a peer may have open towards this node at once (probes and
+/// requests, see [`crate::rpc`]).
+pub(crate) const MAX_BIDI_STREAMS: u32 = 64;
+/// Requests this node keeps in flight towards one peer at once: below the peer's
+/// bidirectional stream limit, so this node's liveness probes always find a stream.
+pub(crate) const MAX_OUTGOING_REQUESTS: usize = (MAX_BIDI_STREAMS - 8) as usize;
 
 /// How one peer's connection is doing, for the API and operators.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +252,7 @@ pub(crate) struct Net {
     pub(crate) timing: Timing,
     pub(crate) peers: Arc<PeerTable>,
     pub(crate) registry: Arc<Registry>,
+    pub(crate) requests: Arc<Requests>,
 }
 
 impl fmt::Debug for Net {
@@ -280,7 +291,7 @@ pub(crate) fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duratio
 
 /// Sends a ping on a fresh stream and waits for the pong: proves the peer holds the
 /// connection and serves it.
-async fn probe(conn: &quinn::Connection, timeout: Duration) -> Result<(), String> {
+pub(crate) async fn probe(conn: &quinn::Connection, timeout: Duration) -> Result<(), String> {
     let nonce: [u8; 8] = rand::random();
     let exchange = async {
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
@@ -299,16 +310,50 @@ async fn probe(conn: &quinn::Connection, timeout: Duration) -> Result<(), String
         .map_err(|_| format!("no answer to probe within {timeout:?}"))?
 }
 
+/// Serves one bidirectional stream a peer opened: its first byte says whether it is a probe or
+/// a request.
+async fn serve_bi(
+    net: Arc<Net>,
+    peer: NodeId,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let deadline = crate::rpc::deadline_after(net.timing.stream_header_timeout);
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, recv.read_exact(&mut first)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %peer, error = %e, "bidirectional stream ended before its first byte");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(peer = %peer, "bidirectional stream did not say what it is in time");
+            let _ = recv.stop(stream_codes::MALFORMED.into());
+            let _ = send.reset(stream_codes::MALFORMED.into());
+            return;
+        }
+    }
+    match first {
+        [PING] => answer_probe(send, recv).await,
+        [RPC_REQUEST] => net.requests.serve(peer, send, recv, deadline).await,
+        [other] => {
+            tracing::warn!(peer = %peer, first_byte = other, "bidirectional stream of unknown type");
+            let _ = recv.stop(stream_codes::MALFORMED.into());
+            let _ = send.reset(stream_codes::MALFORMED.into());
+        }
+    }
+}
+
+/// Answers a probe whose first byte ([`PING`]) was read: `PONG` and the nonce back.
 async fn answer_probe(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-    let Ok(ping) = recv.read_to_end(16).await else {
+    // The whole probe, PING byte included, is at most 16 bytes.
+    let Ok(nonce) = recv.read_to_end(15).await else {
         return;
     };
-    if let Some((&PING, nonce)) = ping.split_first() {
-        let mut pong = vec![PONG];
-        pong.extend_from_slice(nonce);
-        if send.write_all(&pong).await.is_ok() {
-            let _ = send.finish();
-        }
+    let mut pong = vec![PONG];
+    pong.extend_from_slice(&nonce);
+    if send.write_all(&pong).await.is_ok() {
+        let _ = send.finish();
     }
 }
 
@@ -380,7 +425,7 @@ async fn drive(net: Arc<Net>, slot: Arc<PeerSlot>, conn: quinn::Connection) {
             },
             bi = conn.accept_bi() => match bi {
                 Ok((send, recv)) => {
-                    tokio::spawn(answer_probe(send, recv));
+                    tokio::spawn(serve_bi(net.clone(), slot.node.clone(), send, recv));
                 }
                 Err(e) => break e,
             },

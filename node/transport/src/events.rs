@@ -41,6 +41,72 @@ impl StreamRefusal {
     }
 }
 
+/// Why this node answered a peer's request with a refusal (status 1) instead of passing it to,
+/// or answering it from, the request handler (see [`crate::rpc`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestRefusal {
+    /// Nobody took the request inbox ([`crate::Node::take_requests`]).
+    NoHandler,
+    /// The request inbox is full: the handler falls behind.
+    InboxFull,
+    /// The handler dropped the inbox receiver.
+    HandlerGone,
+    /// The request body exceeds this node's `max_request_bytes`.
+    TooLarge {
+        /// The announced body length.
+        size: u64,
+        /// The limit.
+        limit: u32,
+    },
+    /// The handler dropped the request without answering it.
+    Unanswered,
+    /// The handler's answer exceeds `max_request_bytes`; it was not sent.
+    AnswerTooLarge {
+        /// The answer's length.
+        size: u64,
+        /// The limit.
+        limit: u32,
+    },
+}
+
+impl RequestRefusal {
+    fn kind(&self) -> &'static str {
+        match self {
+            RequestRefusal::NoHandler => "request.no_handler",
+            RequestRefusal::InboxFull => "request.inbox_full",
+            RequestRefusal::HandlerGone => "request.handler_gone",
+            RequestRefusal::TooLarge { .. } => "request.too_large",
+            RequestRefusal::Unanswered => "request.unanswered",
+            RequestRefusal::AnswerTooLarge { .. } => "request.answer_too_large",
+        }
+    }
+}
+
+/// The short text sent to the requester with the refusal.
+impl std::fmt::Display for RequestRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestRefusal::NoHandler => f.write_str("no request handler installed"),
+            RequestRefusal::InboxFull => f.write_str("request inbox full"),
+            RequestRefusal::HandlerGone => f.write_str("request handler stopped"),
+            RequestRefusal::TooLarge { size, limit } => {
+                write!(
+                    f,
+                    "request of {size} bytes exceeds the limit of {limit} bytes"
+                )
+            }
+            RequestRefusal::Unanswered => f.write_str("dropped without an answer"),
+            RequestRefusal::AnswerTooLarge { size, limit } => {
+                write!(
+                    f,
+                    "answer of {size} bytes exceeds the limit of {limit} bytes"
+                )
+            }
+        }
+    }
+}
+
 /// One thing the transport refused, dropped or aborted.
 #[derive(Debug, Clone)]
 pub enum TransportEvent {
@@ -71,6 +137,13 @@ pub enum TransportEvent {
         /// Why.
         error: SessionError,
     },
+    /// A peer's request was answered with a refusal (see [`crate::rpc`]).
+    RequestRefused {
+        /// The authenticated requester.
+        peer: NodeId,
+        /// Why.
+        reason: RequestRefusal,
+    },
 }
 
 impl TransportEvent {
@@ -81,6 +154,7 @@ impl TransportEvent {
             TransportEvent::StreamRefused { reason, .. } => reason.kind(),
             TransportEvent::PendingExpired { .. } => "pending.expired",
             TransportEvent::SessionAborted { .. } => "session.aborted",
+            TransportEvent::RequestRefused { reason, .. } => reason.kind(),
         }
     }
 }

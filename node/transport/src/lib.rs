@@ -22,6 +22,14 @@
 //! - **Bad input.** An oversized or malformed frame, or an undecodable message, aborts only
 //!   the affected session and names the peer that sent it ([`session::SessionError::culprit`]).
 //!   The node and its other sessions carry on.
+//! - **Requests.** A node can ask a peer something and wait for its answer
+//!   ([`Node::request`]): each request has its own bidirectional stream on the peer
+//!   connection, bodies are bounded by [`Limits::max_request_bytes`], and the whole exchange
+//!   by the caller's timeout. The answering node takes its inbox once
+//!   ([`Node::take_requests`]) and answers each [`IncomingRequest`], whose requester is the
+//!   authenticated peer. A request nobody can take (no inbox, inbox full) or that is dropped
+//!   unanswered is refused at once rather than left to time out: the requester gets
+//!   [`RequestError::Refused`] and the refusal is reported ([`rpc`]).
 //! - **Not promised.** Point-to-point delivery is not a reliable broadcast: protocols keep
 //!   their own echo round (cggmp's `enforce_reliable_broadcast(true)`). Messages of a session
 //!   whose connection breaks are not replayed: the session aborts and is retried under a new id.
@@ -32,6 +40,10 @@
 //! let node = Node::start(config, NodeIdentity { ca, chain, key }, session_ids).await?;
 //! let session = node.join(SessionSpec { id, protocol, participants }).await?;
 //! let party = round_based::MpcParty::connected(delivery::delivery::<Msg>(session));
+//!
+//! let mut requests = node.take_requests();  // the answering side: Some the first time only
+//! while let Some(req) = requests.recv().await { let a = handle(&req.body); req.respond(a) }
+//! let answer = node.request(&peer, body, timeout).await?;  // the asking side
 //! ```
 
 pub mod bench;
@@ -42,14 +54,16 @@ pub mod frame;
 pub mod ids;
 pub mod node;
 pub mod pki;
+pub mod rpc;
 pub mod session;
 pub mod verify;
 
 pub use conn::PeerStatus;
 pub use delivery::{IncomingMessages, OutgoingMessages, delivery};
-pub use events::{Events, StreamRefusal, TransportEvent};
+pub use events::{Events, RequestRefusal, StreamRefusal, TransportEvent};
 pub use ids::{ClientName, ClusterId, NodeId, Role, SpiffeId, Subject};
 pub use node::{ALPN, Limits, Node, NodeConfig, NodeIdentity, StartError, Timing};
+pub use rpc::{IncomingRequest, RequestError, Responder};
 pub use session::{
     InMemorySessionIds, InboundMessage, JoinError, Misbehavior, ProtocolKind, SendError, Session,
     SessionError, SessionId, SessionIdStore, SessionIdStoreError, SessionReceiver, SessionSender,

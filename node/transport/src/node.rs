@@ -10,12 +10,13 @@ use rustls::client::ResolvesClientCert;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::CertificateDer;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::conn::{self, Net, PeerStatus, PeerTable};
 use crate::events::{Events, TransportEvent};
 use crate::ids::{ClusterId, NodeId};
+use crate::rpc::{IncomingRequest, RequestError, Requests};
 use crate::session::{JoinError, Registry, Session, SessionIdStore, SessionSpec};
 use crate::verify::{BadTrustAnchor, NodeCertError, PeerVerifier, check_node_certificate};
 
@@ -80,6 +81,12 @@ pub struct Limits {
     pub connection_receive_window: u32,
     /// Most session streams a peer may have open towards this node at once.
     pub max_streams_per_peer: u32,
+    /// Largest request body and largest answer body, in bytes, sent or accepted
+    /// ([`Node::request`]).
+    pub max_request_bytes: u32,
+    /// Incoming requests queued for the handler ([`Node::take_requests`]); requests beyond it
+    /// are refused.
+    pub request_inbox: usize,
 }
 
 impl Default for Limits {
@@ -94,6 +101,8 @@ impl Default for Limits {
             session_queue_bytes: 64 * 1024 * 1024,
             connection_receive_window: 256 * 1024 * 1024,
             max_streams_per_peer: 8192,
+            max_request_bytes: 4 * 1024 * 1024,
+            request_inbox: 1024,
         }
     }
 }
@@ -254,6 +263,14 @@ impl Node {
             peers.clone(),
             events.clone(),
         ));
+        let requests = Arc::new(Requests::new(
+            config.limits.request_inbox,
+            config.limits.max_request_bytes,
+            config.timing.stream_header_timeout,
+            config.peers.keys().cloned(),
+            conn::MAX_OUTGOING_REQUESTS,
+            events.clone(),
+        ));
         let net = Arc::new(Net {
             own: config.node.clone(),
             endpoint,
@@ -261,6 +278,7 @@ impl Node {
             timing: config.timing.clone(),
             peers,
             registry,
+            requests,
         });
 
         let mut tasks = vec![tokio::spawn(conn::accept_loop(net.clone()))];
@@ -336,6 +354,28 @@ impl Node {
     /// Joins a session (see [`crate::session`]).
     pub async fn join(&self, spec: SessionSpec) -> Result<Session, JoinError> {
         self.net.registry.join(spec).await
+    }
+
+    /// Sends a request to `peer` and returns its answer (see [`crate::rpc`]). Waits up to
+    /// `timeout` for a connection if there is none; the whole exchange is bounded by
+    /// `timeout`. Requests to this node itself are not supported ([`RequestError::NotConnected`]).
+    pub async fn request(
+        &self,
+        peer: &NodeId,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RequestError> {
+        self.net
+            .requests
+            .request(&self.net.peers, peer, &body, timeout)
+            .await
+    }
+
+    /// The receiver of the requests peers send to this node, the first time only (`None`
+    /// afterwards). Until it is taken, and after it is dropped, requests are refused; so are
+    /// requests beyond [`Limits::request_inbox`] waiting in it.
+    pub fn take_requests(&self) -> Option<mpsc::Receiver<IncomingRequest>> {
+        self.net.requests.take()
     }
 
     /// The live QUIC connection to `peer` (diagnostics and tests).
@@ -426,7 +466,7 @@ pub(crate) fn transport_config(config: &NodeConfig) -> Result<quinn::TransportCo
         .map_err(|e| StartError::Tls(format!("idle timeout: {e}")))?;
     t.max_idle_timeout(Some(idle));
     t.max_concurrent_uni_streams(config.limits.max_streams_per_peer.into());
-    t.max_concurrent_bidi_streams(64u32.into());
+    t.max_concurrent_bidi_streams(conn::MAX_BIDI_STREAMS.into());
     t.receive_window(config.limits.connection_receive_window.into());
     Ok(t)
 }

@@ -4,5 +4,6 @@ mod connect;
 mod identity;
 mod keygen;
 mod refusal;
+mod requests;
 mod sessions;
 mod util;
