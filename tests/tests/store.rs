@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use strongroom_store::{NewPresignature, PrimesOrigin, Store, StoreError};
+use strongroom_store::{Consumption, NewPresignature, PrimesOrigin, Store, StoreError};
 use strongroom_tests::postgres::Postgres;
 
 async fn store(pg: &Postgres) -> Store {
@@ -145,14 +145,14 @@ async fn presignature_state_machine() {
 
     // Reserved for another request: refused, nothing changes.
     let err = s
-        .consume_presignature(&p, "req-b", |_| async { Ok::<i64, String>(1) })
+        .consume_presignature(&p, "req-b", &used(), |_| async { Ok::<i64, String>(1) })
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Refused(_)), "{err}");
 
     // A failing step before commit rolls everything back.
     let err = s
-        .consume_presignature(&p, "req-a", |_| async {
+        .consume_presignature(&p, "req-a", &used(), |_| async {
             Err::<i64, _>("token unavailable")
         })
         .await
@@ -162,7 +162,7 @@ async fn presignature_state_machine() {
     assert_eq!(s.meta("consumption_counter").await.unwrap(), 0);
 
     let sealed = s
-        .consume_presignature(&p, "req-a", |sealed| async move {
+        .consume_presignature(&p, "req-a", &used(), |sealed| async move {
             assert_eq!(sealed, b"sealed-presignature");
             Ok::<i64, String>(41)
         })
@@ -191,7 +191,7 @@ async fn presignature_state_machine() {
 
     // Never twice, not even for the same request.
     let err = s
-        .consume_presignature(&p, "req-a", |_| async { Ok::<i64, String>(42) })
+        .consume_presignature(&p, "req-a", &used(), |_| async { Ok::<i64, String>(42) })
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Refused(_)), "{err}");
@@ -218,7 +218,10 @@ async fn concurrent_consumers_of_one_presignature_get_it_once() {
         let s = s.clone();
         let p = p.clone();
         tasks.push(tokio::spawn(async move {
-            s.consume_presignature(&p, &format!("req-{i}"), |_| async move {
+            let req = format!("req-{i}");
+            // Each request tries to reserve, then to consume; only one may get through.
+            let _ = s.reserve_presignature(&p, &req).await;
+            s.consume_presignature(&p, &req, &used(), |_| async move {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 Ok::<i64, String>(i)
             })
@@ -231,4 +234,84 @@ async fn concurrent_consumers_of_one_presignature_get_it_once() {
         won += usize::from(t.await.unwrap());
     }
     assert_eq!(won, 1, "exactly one request consumes a presignature");
+}
+
+#[tokio::test]
+async fn only_a_reservation_for_the_request_can_be_consumed_and_none_is_handed_back() {
+    let pg = Postgres::start().unwrap();
+    let s = store(&pg).await;
+    ready_key(&s, "k1").await;
+    let p = add_presig(&s, "k1", 7).await;
+    // Available but not reserved: refused.
+    let err = s
+        .consume_presignature(&p, "req-a", &used(), |_| async { Ok::<i64, String>(1) })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Refused(_)), "{err}");
+
+    // The oldest available one is reserved atomically; an empty pool gives None.
+    let q = add_presig(&s, "k1", 8).await;
+    let first = s
+        .reserve_oldest("k1", "node-1,node-2", "req-a")
+        .await
+        .unwrap()
+        .unwrap();
+    let second = s
+        .reserve_oldest("k1", "node-1,node-2", "req-b")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(first, second);
+    assert!(first == p || first == q);
+    assert_eq!(
+        s.reserve_oldest("k1", "node-1,node-2", "req-c")
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Discarding needs the request the reservation is for.
+    assert!(!s.discard_presignature(&first, "req-b").await.unwrap());
+    assert!(s.discard_presignature(&first, "req-a").await.unwrap());
+    assert_eq!(
+        s.presignature(&first).await.unwrap().unwrap().state,
+        "discarded"
+    );
+
+    // Stale reservations are discarded, never made available again.
+    assert_eq!(
+        s.discard_stale_reservations(std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.presignature(&second).await.unwrap().unwrap().state,
+        "discarded"
+    );
+
+    // The consumption records what it served.
+    let r = add_presig(&s, "k1", 9).await;
+    s.reserve_presignature(&r, "req-d").await.unwrap();
+    s.consume_presignature(&r, "req-d", &used(), |_| async { Ok::<i64, String>(3) })
+        .await
+        .unwrap();
+    let c = s.client().await.unwrap();
+    let row = c
+        .query_one(
+            "SELECT nonce_point, message, counter FROM presignatures WHERE presig_id = $1",
+            &[&r],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Vec<u8>>(0), vec![2u8; 33]);
+    assert_eq!(row.get::<_, Vec<u8>>(1), vec![7u8; 32]);
+    assert_eq!(row.get::<_, i64>(2), 3);
+}
+
+fn used() -> Consumption<'static> {
+    Consumption {
+        nonce_point: &[2u8; 33],
+        message: &[7u8; 32],
+    }
 }

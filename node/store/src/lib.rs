@@ -263,6 +263,21 @@ pub struct SignatureRecord<'a> {
     pub r: &'a [u8],
     /// Signature s.
     pub s: &'a [u8],
+    /// The nonce point R (compressed), when known.
+    pub nonce_point: Option<&'a [u8]>,
+    /// The signer set (node ids joined by commas).
+    pub signers: &'a str,
+    /// `pool` or `interactive`.
+    pub mode: &'a str,
+}
+
+/// What a consumed presignature served, recorded with the consumption.
+#[derive(Debug, Clone, Copy)]
+pub struct Consumption<'a> {
+    /// The nonce point R = ρ·Γ (compressed).
+    pub nonce_point: &'a [u8],
+    /// The message digest signed.
+    pub message: &'a [u8],
 }
 
 fn endpoint_of(cfg: &tokio_postgres::Config) -> String {
@@ -635,8 +650,8 @@ impl Store {
         let client = self.pool.get().await?;
         let n = client
             .execute(
-                "UPDATE presignatures SET state = 'reserved', request_id = $2, updated_at = now() \
-                 WHERE presig_id = $1 AND (state = 'available' OR (state = 'reserved' AND request_id = $2))",
+                "UPDATE presignatures SET state = 'reserved', request_id = $2, reserved_at = now(), \
+                 updated_at = now() WHERE presig_id = $1 AND (state = 'available' OR (state = 'reserved' AND request_id = $2))",
                 &[&presig_id, &request_id],
             )
             .await?;
@@ -654,13 +669,16 @@ impl Store {
     /// released. In one transaction: locks the row, checks it is available or reserved for
     /// this request, runs `before_commit` with the sealed secret (the caller advances the
     /// token's consumption counter there and returns its new value), marks the presignature
-    /// consumed, destroys the sealed secret and records the counter. Returns the sealed secret;
+    /// consumed (with the nonce point and message it serves), destroys the sealed secret and
+    /// records the counter. Only a presignature reserved for `request_id` can be consumed (see
+    /// [`Store::reserve_presignature`]). Returns the sealed secret;
     /// only after this returns may the caller compute and release its partial signature.
     /// If `before_commit` fails, nothing changes.
     pub async fn consume_presignature<F, Fut, E>(
         &self,
         presig_id: &[u8],
         request_id: &str,
+        consumption: &Consumption<'_>,
         before_commit: F,
     ) -> Result<Vec<u8>, StoreError>
     where
@@ -679,8 +697,10 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("presignature {}", hex_short(presig_id))))?;
         let state: String = row.get(0);
         let reserved_for: Option<String> = row.get(1);
-        let usable = state == "available"
-            || (state == "reserved" && reserved_for.as_deref() == Some(request_id));
+        // Only a reservation for this very request may be consumed: the first signer reserves
+        // a presignature for one request, the others reserve that same id, and a reservation
+        // is never handed back, so no two requests can ever use one presignature.
+        let usable = state == "reserved" && reserved_for.as_deref() == Some(request_id);
         if !usable {
             return Err(StoreError::Refused(format!(
                 "presignature {} is {state}{} and cannot be used for request {request_id}",
@@ -702,8 +722,14 @@ impl Store {
             .map_err(|e| StoreError::Aborted(e.to_string()))?;
         tx.execute(
             "UPDATE presignatures SET state = 'consumed', request_id = $2, sealed = NULL, \
-             updated_at = now() WHERE presig_id = $1",
-            &[&presig_id, &request_id],
+             nonce_point = $3, message = $4, counter = $5, updated_at = now() WHERE presig_id = $1",
+            &[
+                &presig_id,
+                &request_id,
+                &consumption.nonce_point,
+                &consumption.message,
+                &counter,
+            ],
         )
         .await?;
         tx.execute(
@@ -730,17 +756,86 @@ impl Store {
             .await?)
     }
 
-    /// Discards one presignature (e.g. its signing session failed after reservation).
-    pub async fn discard_presignature(&self, presig_id: &[u8]) -> Result<(), StoreError> {
+    /// Discards one presignature if it is available or reserved for `request_id` (its signing
+    /// attempt failed before every signer issued its partial). Returns whether it changed.
+    pub async fn discard_presignature(
+        &self,
+        presig_id: &[u8],
+        request_id: &str,
+    ) -> Result<bool, StoreError> {
         let client = self.pool.get().await?;
-        client
+        let n = client
             .execute(
                 "UPDATE presignatures SET state = 'discarded', sealed = NULL, updated_at = now() \
-                 WHERE presig_id = $1 AND state IN ('available', 'reserved')",
-                &[&presig_id],
+                 WHERE presig_id = $1 AND (state = 'available' OR (state = 'reserved' AND request_id = $2))",
+                &[&presig_id, &request_id],
             )
             .await?;
-        Ok(())
+        Ok(n == 1)
+    }
+
+    /// Reserves the oldest available presignature of a pool for a request, atomically (the
+    /// first signer of a set picks; the others reserve the same id). `None` when the pool is
+    /// empty.
+    pub async fn reserve_oldest(
+        &self,
+        key_id: &str,
+        signer_set: &str,
+        request_id: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "UPDATE presignatures SET state = 'reserved', request_id = $3, reserved_at = now(), \
+                 updated_at = now() WHERE presig_id = ( \
+                   SELECT presig_id FROM presignatures WHERE key_id = $1 AND signer_set = $2 \
+                   AND state = 'available' ORDER BY created_at, presig_id LIMIT 1 \
+                   FOR UPDATE SKIP LOCKED) \
+                 RETURNING presig_id",
+                &[&key_id, &signer_set, &request_id],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Discards reservations older than `age` (their coordinator went away) and, with
+    /// `Duration::ZERO`, every reservation (at start-up: the entropy a reservation was made
+    /// with lived only in memory). A reservation is never handed back to the pool. Returns how
+    /// many were discarded.
+    pub async fn discard_stale_reservations(&self, age: Duration) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        let secs = age.as_secs_f64();
+        Ok(client
+            .execute(
+                "UPDATE presignatures SET state = 'discarded', sealed = NULL, updated_at = now() \
+                 WHERE state = 'reserved' AND reserved_at <= now() - make_interval(secs => $1)",
+                &[&secs],
+            )
+            .await?)
+    }
+
+    /// The sealed public data of a presignature this node holds (any state).
+    pub async fn presignature_public(
+        &self,
+        presig_id: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.presignature(presig_id).await?.map(|p| p.public_data))
+    }
+
+    /// One stored aux info by id.
+    pub async fn aux_info_by_id(&self, aux_id: &str) -> Result<Option<StoredAuxInfo>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT aux_id, participants, sealed FROM aux_info WHERE aux_id = $1",
+                &[&aux_id],
+            )
+            .await?;
+        Ok(row.map(|r| StoredAuxInfo {
+            aux_id: r.get(0),
+            participants: r.get(1),
+            sealed: r.get(2),
+        }))
     }
 
     /// Records a signature (idempotent per request and input).
@@ -748,9 +843,13 @@ impl Store {
         let client = self.pool.get().await?;
         client
             .execute(
-                "INSERT INTO signatures (request_id, input_index, key_id, presig_id, path, sighash, r, s) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-                &[&s.request_id, &s.input_index, &s.key_id, &s.presig_id, &s.path, &s.sighash, &s.r, &s.s],
+                "INSERT INTO signatures (request_id, input_index, key_id, presig_id, path, sighash, r, s, \
+                 nonce_point, signers, mode) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+                &[
+                    &s.request_id, &s.input_index, &s.key_id, &s.presig_id, &s.path, &s.sighash,
+                    &s.r, &s.s, &s.nonce_point, &s.signers, &s.mode,
+                ],
             )
             .await?;
         Ok(())
