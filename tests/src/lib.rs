@@ -1,11 +1,7 @@
-//! Integration tests and the harness that runs real SoftHSM tokens, PostgreSQL, etcd and node
-//! processes on loopback, each in a fresh temporary directory with free ports, torn down on drop.
+//! Integration tests of strongroom. The harness (SoftHSM tokens, PostgreSQL, etcd and node
+//! processes on loopback) lives in `strongroom-devenv` and is re-exported here.
 //!
 //! Tests run under `cargo nextest` (one process per test), so each test may point the PKCS#11
 //! module at its own SoftHSM configuration.
 
-pub mod etcd;
-pub mod ports;
-pub mod postgres;
-pub mod process;
-pub mod softhsm;
+pub use strongroom_devenv::{cluster, etcd, ports, postgres, process, softhsm};

@@ -1,1 +1,24 @@
-//! The node runtime.
+//! The strongroom node runtime.
+//!
+//! [`run`] wires one node together: the token (keystore), the database (store), etcd
+//! (coord), the peer transport, the threshold-ECDSA engine and the HTTPS API. The engine keeps
+//! every secret sealed by the token and every state change in one database transaction:
+//!
+//! - [`engine`]: a node's part in aux info, key generation, presigning and signing;
+//! - [`leader`]: what the elected leader drives (aux info once per cluster, pool refills);
+//! - [`signing`]: online signing from the pool, with the interactive fallback;
+//! - [`control`]: the messages nodes exchange over the transport;
+//! - [`config`]: the node configuration file.
+
+pub mod config;
+pub mod control;
+pub mod engine;
+pub mod leader;
+pub mod metrics;
+pub mod routes;
+pub mod run;
+pub mod session_ids;
+pub mod signing;
+
+pub use config::{Config, ConfigError};
+pub use run::{NodeError, run};

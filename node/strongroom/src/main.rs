@@ -33,6 +33,9 @@ enum Command {
     /// Provision and inspect the token that seals this node's secrets.
     #[command(subcommand)]
     Keystore(cmd::keystore::KeystoreCommand),
+    /// Run a node.
+    #[command(subcommand)]
+    Node(cmd::node::NodeCommand),
     /// Measure performance on this machine.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -48,8 +51,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // cryptoki logs an error for every vendor mechanism it has no name for when it lists a
     // token's mechanisms; that is noise, not a fault.
+    // A node logs what it does; one-shot commands only warnings. STRONGROOM_LOG (or RUST_LOG)
+    // overrides either.
+    let default_filter = match cli.command {
+        Command::Node(_) => "info,cryptoki::mechanism=off",
+        _ => "warn,cryptoki::mechanism=off",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRONGROOM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,cryptoki::mechanism=off"));
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter)
@@ -57,6 +67,7 @@ fn main() -> ExitCode {
     let out = Output::new(cli.json);
     let result = match cli.command {
         Command::Keystore(c) => cmd::keystore::run(c, &cli.token, &out),
+        Command::Node(c) => cmd::node::run(c, &out),
         Command::Bench(c) => cmd::bench::run(c, &cli.token, &out),
         Command::Cluster(c) => cmd::cluster::run(c, &cli.token, &out),
         Command::FirmwareProfile(c) => cmd::firmware_profile::run(c, &out),

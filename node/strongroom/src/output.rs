@@ -25,6 +25,11 @@ impl Output {
         };
     }
 
+    /// Reports progress of long work on stderr (stdout stays the result only).
+    pub(crate) fn progress(&self, message: &str) {
+        let _ = writeln!(std::io::stderr().lock(), "==> {message}");
+    }
+
     /// Prints an error object on stdout when `--json` was given (the text goes to stderr).
     pub(crate) fn error(&self, message: &str) {
         if self.json {

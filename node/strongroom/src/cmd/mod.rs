@@ -1,6 +1,8 @@
 //! Command groups, one module each.
 
 pub(crate) mod bench;
+pub(crate) mod bench_cluster;
 pub(crate) mod cluster;
 pub(crate) mod firmware_profile;
 pub(crate) mod keystore;
+pub(crate) mod node;

@@ -8,6 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -308,6 +309,78 @@ pub fn describe(command: &Command) -> String {
         .map(|part| part.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Environment variable naming a prebuilt `strongroom` binary to use instead of building one.
+pub const STRONGROOM_BINARY_ENV: &str = "STRONGROOM_BINARY";
+
+/// The `strongroom` binary of this build, brought up to date first. The build covers the whole
+/// workspace, as the test command's own build step does, so both resolve the same features and
+/// this is a no-op there (a `-p strongroom` build would resolve features differently and rebuild).
+///
+/// The build runs once per process; `$STRONGROOM_BINARY`, if set, names a binary to use instead
+/// (nothing is built then).
+pub fn strongroom_binary() -> Result<PathBuf, HarnessError> {
+    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
+    if let Some(path) = std::env::var_os(STRONGROOM_BINARY_ENV) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(HarnessError::NotFound {
+                what: format!(
+                    "strongroom binary {} (from {STRONGROOM_BINARY_ENV})",
+                    path.display()
+                ),
+                hint: format!("point {STRONGROOM_BINARY_ENV} at a built binary, or unset it"),
+            })
+        };
+    }
+    // A panic elsewhere while holding the lock leaves nothing half-done here.
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(path) = built.as_ref() {
+        return Ok(path.clone());
+    }
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut command = Command::new(env!("CARGO"));
+    command
+        .args(["build", "--quiet", "--workspace", "--bins"])
+        .arg("--manifest-path")
+        .arg(manifest);
+    let status = command
+        .status()
+        .map_err(|e| HarnessError::io(format!("cannot run `{}`", describe(&command)), e))?;
+    if !status.success() {
+        return Err(HarnessError::CommandFailed {
+            command: describe(&command),
+            status,
+            output: "(printed above) building the strongroom binary failed".to_owned(),
+        });
+    }
+    // <target>/debug/deps/<test>-<hash> → <target>/debug/strongroom
+    let exe = std::env::current_exe()
+        .map_err(|e| HarnessError::io("cannot find the running test binary", e))?;
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir
+        .file_name()
+        .is_some_and(|name| name == "deps" || name == "examples")
+    {
+        dir.pop();
+    }
+    let path = dir.join("strongroom");
+    if !path.is_file() {
+        return Err(HarnessError::NotFound {
+            what: format!("strongroom binary at {}", path.display()),
+            hint: format!(
+                "the workspace build did not produce it next to {}; set {STRONGROOM_BINARY_ENV}",
+                exe.display()
+            ),
+        });
+    }
+    *built = Some(path.clone());
+    Ok(path)
 }
 
 /// The effective user id of this process.

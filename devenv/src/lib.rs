@@ -1,0 +1,13 @@
+//! Local clusters on loopback: real SoftHSM tokens, PostgreSQL, etcd and `strongroom` node
+//! processes, each in a fresh temporary directory with free ports, torn down on drop.
+//!
+//! The integration tests, the benchmarks (`strongroom bench presign|sign`) and the dev cluster
+//! use it. Everything runs from the system's binaries (`softhsm2-util`, `initdb`/`postgres`,
+//! `etcd`); nothing here stands in for a real part.
+
+pub mod cluster;
+pub mod etcd;
+pub mod ports;
+pub mod postgres;
+pub mod process;
+pub mod softhsm;

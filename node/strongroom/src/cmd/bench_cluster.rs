@@ -1,0 +1,323 @@
+//! `strongroom bench presign` and `bench sign`: a three-node cluster on loopback (real node
+//! processes of this binary, SoftHSM tokens, PostgreSQL, etcd), measured end to end.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use strongroom_client::{ApiClient, ClientConfig};
+use strongroom_devenv::cluster::{ClusterOptions, TestCluster};
+
+use crate::output::Output;
+
+/// A local cluster for a benchmark, with its API client.
+struct BenchCluster {
+    cluster: TestCluster,
+    api: ApiClient,
+}
+
+fn start_cluster(
+    out: &Output,
+    target: u32,
+    concurrency: u32,
+    interactive_fallback: bool,
+) -> anyhow::Result<BenchCluster> {
+    out.progress(
+        "starting a 3-node cluster on loopback (SoftHSM, PostgreSQL, etcd, node processes)",
+    );
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let cluster = TestCluster::start(ClusterOptions {
+        nodes: 3,
+        pool_target: target,
+        pool_low_water: target,
+        pool_max: target,
+        pool_concurrency: concurrency,
+        interactive_fallback,
+        node_binary: Some(exe),
+        ..ClusterOptions::default()
+    })
+    .context("cannot start the local cluster")?;
+    let api = ApiClient::new(ClientConfig {
+        urls: cluster.api_urls(),
+        ca_cert: cluster.ca_cert(),
+        client_cert: cluster.client_cert(),
+        client_key: cluster.client_key(),
+        cluster_id: None,
+        timeout: Duration::from_secs(120),
+    })?;
+    Ok(BenchCluster { cluster, api })
+}
+
+async fn wait_for<F, Fut>(what: &str, limit: Duration, mut f: F) -> anyhow::Result<Value>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<Value>>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await? {
+            return Ok(v);
+        }
+        if start.elapsed() > limit {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates a 2-of-3 key and waits until every node has it ready.
+async fn create_key(b: &BenchCluster, out: &Output) -> anyhow::Result<String> {
+    wait_for(
+        "the cluster to elect a leader",
+        Duration::from_secs(60),
+        || async {
+            Ok(b.api
+                .get_at(0, "/v1/cluster")
+                .await
+                .ok()
+                .and_then(|r| r.body["leader"].is_string().then_some(r.body)))
+        },
+    )
+    .await?;
+    out.progress("generating a 2-of-3 key (aux info first: about a minute on two cores)");
+    let created = b
+        .api
+        .post_at(0, "/v1/keys", &json!({"name": "bench", "threshold": 2}))
+        .await?
+        .into_result()?;
+    let key_id = created["key_id"].as_str().context("no key id")?.to_owned();
+    for node in 0..3 {
+        let path = format!("/v1/keys/{key_id}");
+        wait_for("the key to be ready", Duration::from_secs(900), || {
+            let path = path.clone();
+            async move {
+                let r = b.api.get_at(node, &path).await?;
+                if r.body["state"] == "failed" {
+                    bail!("key generation failed: {}", r.body["error"]);
+                }
+                Ok((r.body["state"] == "ready").then_some(r.body))
+            }
+        })
+        .await?;
+    }
+    Ok(key_id)
+}
+
+/// Sum of `available` over the pools node `node` holds.
+async fn held_available(api: &ApiClient, node: usize) -> anyhow::Result<(i64, usize)> {
+    let r = api.get_at(node, "/v1/presignatures").await?.into_result()?;
+    let pools = r["pools"].as_array().cloned().unwrap_or_default();
+    let held: Vec<&Value> = pools
+        .iter()
+        .filter(|p| p["held_by_this_node"] == true)
+        .collect();
+    Ok((
+        held.iter().filter_map(|p| p["available"].as_i64()).sum(),
+        held.len(),
+    ))
+}
+
+async fn wait_pools_full(b: &BenchCluster, target: u32, limit: Duration) -> anyhow::Result<()> {
+    for node in 0..3 {
+        wait_for("the pools to fill", limit, || async move {
+            let (available, pools) = held_available(&b.api, node).await?;
+            Ok((pools == 2 && available >= 2 * i64::from(target)).then_some(Value::Null))
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+async fn db_query(url: &str, sql: &str) -> anyhow::Result<Vec<tokio_postgres::Row>> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let task = tokio::spawn(conn);
+    let rows = client.query(sql, &[]).await?;
+    drop(client);
+    let _ = task.await;
+    Ok(rows)
+}
+
+/// Bare library: aux info and a 2-of-3 key from the dev prime fixture in one process, then
+/// `count` presignatures, `concurrency` at once.
+fn bare_library(count: usize, concurrency: usize) -> anyhow::Result<f64> {
+    use rand_core::OsRng;
+    use strongroom_mpc::keys::{SecretAuxInfo, run_aux_info, run_keygen};
+    use strongroom_mpc::primes::{Primes, PrimesPolicy};
+    use strongroom_mpc::session::{KeyId, SessionDescriptor, SessionId};
+    let primes = (0..3)
+        .map(Primes::dangerous_dev_fixture)
+        .collect::<Result<Vec<_>, _>>()?;
+    let session = SessionDescriptor::aux_info(SessionId::random(&mut OsRng), 3)?;
+    let aux: Vec<SecretAuxInfo> = round_based::sim::run_with_setup(primes, |i, party, primes| {
+        let session = &session;
+        async move {
+            let mut rng = OsRng;
+            let policy = PrimesPolicy::DangerousAllowDevFixture;
+            run_aux_info(session, i, primes, policy, &mut rng, party, None).await
+        }
+    })?
+    .into_vec()
+    .into_iter()
+    .collect::<Result<_, _>>()?;
+    let session = SessionDescriptor::keygen(
+        SessionId::random(&mut OsRng),
+        KeyId::random(&mut OsRng),
+        3,
+        2,
+    )?;
+    let generated = round_based::sim::run_with_setup(aux.iter(), |_, party, aux| {
+        let session = &session;
+        async move {
+            let mut rng = OsRng;
+            run_keygen(session, aux, &mut rng, party, None).await
+        }
+    })?
+    .into_vec()
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?;
+    let shares: Vec<_> = generated.iter().take(2).map(|g| &g.share).collect();
+    let t = strongroom_mpc::bench::presign_throughput(&shares, count, concurrency)?;
+    Ok(t.per_second())
+}
+
+pub(crate) fn presign(count: usize, concurrency: usize, out: &Output) -> anyhow::Result<()> {
+    if count < 6 || concurrency == 0 {
+        bail!("use --presignatures 6 or more and --concurrency 1 or more");
+    }
+    // Three pools (one per signer pair) share the count.
+    let per_pool = u32::try_from(count.div_ceil(3))?;
+    let total = per_pool as usize * 3;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let b = start_cluster(out, per_pool, u32::try_from(concurrency)?, true)?;
+    let cluster_rate = runtime.block_on(async {
+        let key_id = create_key(&b, out).await?;
+        out.progress(&format!(
+            "the leader fills three pools of {per_pool} ({total} presignatures, {concurrency} sessions at once)"
+        ));
+        wait_pools_full(&b, per_pool, Duration::from_secs(3600)).await?;
+        // From the moment the last node had the key until the last presignature was stored.
+        let mut ready_at: Option<f64> = None;
+        let mut created: HashMap<Vec<u8>, f64> = HashMap::new();
+        for node in 0..3 {
+            let url = b.cluster.database_url(node);
+            let rows = db_query(
+                &url,
+                &format!(
+                    "SELECT extract(epoch FROM updated_at)::float8 FROM keys WHERE key_id = '{key_id}'"
+                ),
+            )
+            .await?;
+            if let Some(r) = rows.first() {
+                let t: f64 = r.get(0);
+                ready_at = Some(ready_at.map_or(t, |cur| cur.max(t)));
+            }
+            for r in db_query(
+                &url,
+                "SELECT presig_id, extract(epoch FROM created_at)::float8 FROM presignatures",
+            )
+            .await?
+            {
+                let id: Vec<u8> = r.get(0);
+                let t: f64 = r.get(1);
+                let e = created.entry(id).or_insert(t);
+                *e = e.max(t);
+            }
+        }
+        let ready_at = ready_at.context("no key timestamps")?;
+        let last = created.values().copied().fold(f64::MIN, f64::max);
+        let n = created.len();
+        anyhow::Ok(n as f64 / (last - ready_at))
+    })?;
+    drop(b);
+    out.progress(&format!(
+        "bare cggmp24 in one process: {total} presignatures, 2 signers, {concurrency} at once"
+    ));
+    let bare_rate = bare_library(total, concurrency)?;
+    let ratio = cluster_rate / bare_rate;
+    out.report(
+        json!({
+            "benchmark": "presign", "signers": 2, "concurrency": concurrency,
+            "presignatures": total,
+            "cluster_per_second": cluster_rate, "bare_library_per_second": bare_rate,
+            "ratio": ratio,
+        }),
+        || {
+            let mut s = String::new();
+            let _ = writeln!(
+                s,
+                "presign, 2-of-3, 2 signers per presignature, {concurrency} sessions at once, {total} presignatures"
+            );
+            let _ = writeln!(s, "  cluster (3 node processes, QUIC, sealed in SoftHSM, PostgreSQL): {cluster_rate:.2} /s");
+            let _ = writeln!(s, "  bare cggmp24 in one process:                                   {bare_rate:.2} /s");
+            let _ = writeln!(s, "  ratio cluster / bare: {ratio:.2} (goal: at least 0.90)");
+            s
+        },
+    );
+    Ok(())
+}
+
+pub(crate) fn sign(signatures: usize, out: &Output) -> anyhow::Result<()> {
+    if signatures == 0 {
+        bail!("use --signatures 1 or more");
+    }
+    // Enough presignatures in the pools of node-1 (two pools) that the pool never runs dry.
+    let per_pool = u32::try_from(signatures.div_ceil(2) + 2)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let b = start_cluster(out, per_pool, 2, false)?;
+    let (server, client) = runtime.block_on(async {
+        let key_id = create_key(&b, out).await?;
+        out.progress(&format!("filling the pools ({per_pool} per signer pair)"));
+        wait_pools_full(&b, per_pool, Duration::from_secs(3600)).await?;
+        out.progress(&format!(
+            "signing {signatures} digests through node-1 from the warm pool"
+        ));
+        let mut server = Vec::with_capacity(signatures);
+        let mut client = Vec::with_capacity(signatures);
+        for i in 0..signatures {
+            let digest: [u8; 32] = {
+                use sha2::Digest;
+                sha2::Sha256::digest(format!("bench sign {i}")).into()
+            };
+            let body =
+                json!({"key_id": key_id, "path": format!("0/{i}"), "digest": hex::encode(digest)});
+            let started = Instant::now();
+            let r = b
+                .api
+                .post_at(0, "/v1/dangerous-dev/sign-digest", &body)
+                .await?
+                .into_result()?;
+            client.push(started.elapsed().as_secs_f64() * 1000.0);
+            if r["mode"] != "pool" {
+                bail!("signature {i} did not come from the pool: {r}");
+            }
+            server.push(r["duration_ms"].as_f64().context("no duration")?);
+        }
+        anyhow::Ok((server, client))
+    })?;
+    drop(b);
+    let pct = |v: &[f64], p: f64| -> f64 {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        let i = ((s.len() as f64 - 1.0) * p).round() as usize;
+        s[i.min(s.len() - 1)]
+    };
+    let (sp50, sp99) = (pct(&server, 0.5), pct(&server, 0.99));
+    let (cp50, cp99) = (pct(&client, 0.5), pct(&client, 0.99));
+    out.report(
+        json!({
+            "benchmark": "sign", "signatures": signatures,
+            "online_step_ms": {"p50": sp50, "p99": sp99},
+            "client_round_trip_ms": {"p50": cp50, "p99": cp99},
+        }),
+        || {
+            format!(
+                "online signing from a warm pool, 2-of-3, {signatures} signatures through node-1\n  \
+                 online step (reserve, partials with durable consumption, checks, combine, verify, record): p50 {sp50:.2} ms, p99 {sp99:.2} ms\n  \
+                 client round trip (HTTPS with mTLS, new connection each):                             p50 {cp50:.2} ms, p99 {cp99:.2} ms\n"
+            )
+        },
+    );
+    Ok(())
+}

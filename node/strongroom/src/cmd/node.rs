@@ -1,0 +1,81 @@
+//! `strongroom node`: run a node from its configuration file.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use serde_json::json;
+use strongroom_node::Config;
+
+use crate::output::Output;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodeCommand {
+    /// Run the node until SIGTERM or Ctrl-C. Every field of the configuration is documented in
+    /// node/runtime/examples/node.toml; STRONGROOM__<SECTION>__<FIELD> overrides a field.
+    Run {
+        /// The node's configuration file.
+        #[arg(long, env = "STRONGROOM_CONFIG")]
+        config: PathBuf,
+    },
+    /// Read and validate a configuration file (with environment overrides), print the result
+    /// and exit.
+    CheckConfig {
+        /// The node's configuration file.
+        #[arg(long, env = "STRONGROOM_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+pub(crate) fn run(cmd: NodeCommand, out: &Output) -> anyhow::Result<()> {
+    match cmd {
+        NodeCommand::Run { config } => {
+            let config = Config::load(&config)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("strongroom-node")
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(strongroom_node::run(config, shutdown_signal()))?;
+            Ok(())
+        }
+        NodeCommand::CheckConfig { config } => {
+            let c = Config::load(&config)?;
+            out.report(
+                json!({
+                    "config": c.source, "node_id": c.node.id, "cluster_id": c.node.cluster_id,
+                    "members": c.members(), "network": c.node.network, "dev_mode": c.node.dev_mode,
+                    "pool": {"target": c.pool.target, "low_water": c.pool.low_water, "max": c.pool.max,
+                             "concurrency": c.pool.effective_concurrency()},
+                }),
+                || {
+                    format!(
+                        "{}: valid (node {}, cluster {}, {} members, network {}{})\n",
+                        c.source.display(),
+                        c.node.id,
+                        c.node.cluster_id,
+                        c.members().len(),
+                        c.node.network,
+                        if c.node.dev_mode { ", DEV MODE" } else { "" }
+                    )
+                },
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
