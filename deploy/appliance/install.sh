@@ -8,7 +8,8 @@
 # nothing; files an operator edits, node.toml and the firmware profile, are written only once):
 #   - the service user `strongroom` (sysusers.d entry, created with systemd-sysusers/useradd);
 #   - directories /etc/strongroom (+ creds/), /var/lib/strongroom;
-#   - the binary in /usr/local/bin, an example configuration, the appliance firmware profile;
+#   - the binary in /usr/local/bin, the node configuration (node.toml, and node.toml.example
+#     always rewritten), the documented reference configuration, the firmware profile;
 #   - the systemd unit strongroom-node.service and its network drop-in;
 #   - the local PostgreSQL role and database `strongroom`;
 #   - the etcd member configuration (drop-in for Debian's etcd.service);
@@ -86,9 +87,11 @@ while (($#)); do
 done
 
 # ---- arguments ---------------------------------------------------------------------------------
-id_re='^[A-Za-z0-9._-]{1,64}$'
-[[ $NODE_ID =~ $id_re ]] || die "--node-id is required (1-64 of A-Z a-z 0-9 . _ -)"
-[[ $CLUSTER_ID =~ $id_re ]] || die "--cluster-id is required (1-64 of A-Z a-z 0-9 . _ -)"
+# Node and cluster ids as the node accepts them: 1-63 of a-z 0-9 -, no '-' at either end.
+id_re='^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'
+id_rule="1-63 of a-z 0-9 -, not starting or ending with -"
+[[ $NODE_ID =~ $id_re ]] || die "--node-id is required ($id_rule)"
+[[ $CLUSTER_ID =~ $id_re ]] || die "--cluster-id is required ($id_rule)"
 [[ -n $NODE_IP ]] || die "--node-ip is required (this node's address on the cluster network)"
 for port in "$QUIC_PORT" "$API_PORT"; do
     if ! [[ $port =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then
@@ -102,16 +105,20 @@ url_host() { if is_ip6 "$1"; then printf '[%s]' "$1"; else printf '%s' "$1"; fi;
 check_addr() {
     [[ $1 =~ ^[0-9A-Fa-f.:]+(/[0-9]{1,3})?$ ]] || die "'$1' is not an IP address or CIDR"
 }
-check_addr "$NODE_IP"
+# A single address (the node's and its peers'), no prefix length.
+check_ip() {
+    [[ $1 =~ ^[0-9A-Fa-f.:]+$ ]] || die "'$1' is not an IP address"
+}
+check_ip "$NODE_IP"
 PEER_IDS=()
 PEER_IPS=()
 for p in "${PEERS[@]}"; do
     [[ $p == *=* ]] || die "--peer '$p': expected ID=IP"
     pid=${p%%=*}
     pip=${p#*=}
-    [[ $pid =~ $id_re ]] || die "--peer '$p': bad node id"
+    [[ $pid =~ $id_re ]] || die "--peer '$p': bad node id ($id_rule)"
     [[ $pid != "$NODE_ID" ]] || die "--peer '$p': that is this node"
-    check_addr "$pip"
+    check_ip "$pip"
     PEER_IDS+=("$pid")
     PEER_IPS+=("$pip")
 done
@@ -204,57 +211,86 @@ dir 0700 /var/lib/strongroom strongroom:strongroom
 # ---- binary, docs, configuration, firmware profile ---------------------------------------------
 put 0755 /usr/local/bin/strongroom <"$BINARY"
 put 0644 /usr/local/share/doc/strongroom/appliance-install.md <"$REPO/docs/appliance-install.md"
+put 0644 /usr/local/share/doc/strongroom/node.toml <"$REPO/node/runtime/examples/node.toml"
 put 0644 /usr/local/share/strongroom/firmware-profile/appliance.toml <"$REPO/firmware-profile/appliance.toml"
 put 0644 /usr/local/share/strongroom/firmware-profile/README.md <"$REPO/firmware-profile/README.md"
 put_once 0640 /etc/strongroom/firmware-profile.toml <"$REPO/firmware-profile/appliance.toml"
 
 ETCD_ENDPOINTS=$(join_by ", " "\"http://127.0.0.1:$ETCD_CLIENT_PORT\"" "\"http://$(url_host "$NODE_IP"):$ETCD_CLIENT_PORT\"")
+# Where systemd puts the credential hsm-pin of strongroom-node.service (LoadCredentialEncrypted=).
+PIN_FILE=/run/credentials/strongroom-node.service/hsm-pin
 node_toml() {
     cat <<EOF
-# strongroom node configuration (example written by deploy/appliance/install.sh).
-# Start: strongroom node run --config /etc/strongroom/node.toml
+# strongroom node configuration, written by deploy/appliance/install.sh from its arguments.
+# Every field is documented in /usr/local/share/doc/strongroom/node.toml; a field can be
+# overridden with STRONGROOM__<SECTION>__<FIELD>. After editing, check the file with
+#   strongroom node check-config --config /etc/strongroom/node.toml
 
 [node]
 id = "$NODE_ID"
 cluster_id = "$CLUSTER_ID"
-# Sealed state, certificates and the node's working files.
-data_dir = "/var/lib/strongroom"
-# Profile this node and its peers are checked against (firmware-profile/README.md).
-firmware_profile = "/etc/strongroom/firmware-profile.toml"
 # Bitcoin network: mainnet, testnet, signet or regtest.
 network = "mainnet"
+# Never true on an appliance.
+dev_mode = false
 
-[hsm]
-# PKCS#11 module of the HSM (the vendor's library; see docs/appliance-install.md).
-pkcs11_module = "/usr/lib/pkcs11/vendor-pkcs11.so"
-token_label = "strongroom-$NODE_ID"
-# The unit delivers the PIN as the systemd credential hsm-pin and sets STRONGROOM_PIN_FILE
-# to it; keep the PIN out of this file.
+[token]
+# PKCS#11 module of the HSM: set the vendor's library here (docs/appliance-install.md).
+module = "/usr/lib/pkcs11/vendor-pkcs11.so"
+label = "strongroom-$NODE_ID"
+# The PIN, decrypted by systemd from /etc/strongroom/creds/hsm-pin.cred (credential hsm-pin
+# of strongroom-node.service); keep the PIN itself out of this file.
+pin_file = "$PIN_FILE"
 
-[tls]
-ca_cert = "/var/lib/strongroom/tls/cluster-ca.pem"
-node_cert = "/var/lib/strongroom/tls/node.pem"
-
-[cluster]
+[transport]
 # QUIC between nodes (UDP).
 listen = "$(url_host "$NODE_IP"):$QUIC_PORT"
+ca_cert = "/var/lib/strongroom/tls/cluster-ca.pem"
+certificate = "/var/lib/strongroom/tls/node.pem"
+
+# The other nodes of the cluster: node id = "address:port" of their QUIC transport.
+[peers]
 EOF
     local i
     for i in "${!PEER_IDS[@]}"; do
-        printf '\n[[cluster.peers]]\nid = "%s"\naddress = "%s:%s"\n' "${PEER_IDS[$i]}" "$(url_host "${PEER_IPS[$i]}")" "$QUIC_PORT"
+        printf '%s = "%s:%s"\n' "${PEER_IDS[$i]}" "$(url_host "${PEER_IPS[$i]}")" "$QUIC_PORT"
     done
     cat <<EOF
 
 [api]
-# HTTPS API (mTLS client authentication).
+# HTTPS API (mTLS: clients present certificates from the cluster CA).
 listen = "0.0.0.0:$API_PORT"
+# Per client: sustained requests per second (0 = no limit) and burst.
+rate_limit_per_second = 20.0
+rate_limit_burst = 40
 
-[postgres]
+# Roles of each API client, by the client name in its certificate: submitter, approver,
+# admin, auditor. A client not listed is refused. For example:
+#   ops = ["admin", "submitter"]
+[api.clients]
+
+[database]
 # Local database over the Unix socket, peer authentication as the service user.
 url = "postgresql:///strongroom?host=/run/postgresql&user=strongroom"
+max_connections = 16
 
 [etcd]
 endpoints = [$ETCD_ENDPOINTS]
+lease_ttl_secs = 3
+
+[primes]
+source = "generate"
+
+[pool]
+target = 100
+low_water = 50
+max = 150
+# 0 = one presign session per CPU core.
+concurrency = 0
+
+[signing]
+interactive_fallback = true
+timeout_secs = 30
 EOF
 }
 node_toml | put 0640 /etc/strongroom/node.toml.example
@@ -439,19 +475,41 @@ else
     skipped "nft -f /etc/strongroom/nftables.conf, systemctl daemon-reload, systemctl enable etcd strongroom-node"
 fi
 
+# ---- configuration check -----------------------------------------------------------------------
+# The installed binary validates both files (it does not need the token, the certificates or the
+# PIN for this). The environment's STRONGROOM_* variables are left out: the unit sets none.
+check_config() {
+    local v no_env=()
+    for v in $(compgen -e); do
+        if [[ $v == STRONGROOM_* ]]; then no_env+=(-u "$v"); fi
+    done
+    env "${no_env[@]}" /usr/local/bin/strongroom node check-config --config "$1"
+}
+if ((REAL)); then
+    check_config /etc/strongroom/node.toml.example >/dev/null ||
+        die "the generated /etc/strongroom/node.toml.example does not pass strongroom node check-config (above): install.sh and the binary do not match"
+    check_config /etc/strongroom/node.toml ||
+        die "/etc/strongroom/node.toml does not pass strongroom node check-config (above): fix it (compare with node.toml.example; every field is documented in /usr/local/share/doc/strongroom/node.toml) and run install.sh again"
+else
+    skipped "strongroom node check-config on /etc/strongroom/node.toml and node.toml.example"
+fi
+
 cat <<EOF
 
 install: done. Node '$NODE_ID' of cluster '$CLUSTER_ID'. What the operator does next
 (docs/appliance-install.md, installed in /usr/local/share/doc/strongroom/):
-  1. Install the HSM vendor's PKCS#11 module, set hsm.pkcs11_module in /etc/strongroom/node.toml,
+  1. Install the HSM vendor's PKCS#11 module, set token.module in /etc/strongroom/node.toml,
      and initialise the token 'strongroom-$NODE_ID' with the vendor's tool.
   2. Store the token PIN as an encrypted credential:
        systemd-creds encrypt --with-key=tpm2 --name=hsm-pin <pin file> /etc/strongroom/creds/hsm-pin.cred
   3. strongroom keystore init   (sealing key and identity key on the token)
   4. Certificate ceremony: strongroom cluster csr on this node, strongroom cluster sign on the
-     offline CA, then install the node certificate and the CA certificate in /var/lib/strongroom/tls/.
+     offline CA, then install the node certificate and the CA certificate where [transport] of
+     node.toml says (/var/lib/strongroom/tls/node.pem and cluster-ca.pem).
   5. Fill in /etc/strongroom/firmware-profile.toml (binary.sha256, tpm.pcrs, tpm.enrolled_aks).
-  6. Start etcd on every member, then: systemctl start strongroom-node.service
+  6. List the API clients and their roles in [api.clients] of /etc/strongroom/node.toml, then
+     check the file: strongroom node check-config --config /etc/strongroom/node.toml
+  7. Start etcd on every member, then: systemctl start strongroom-node.service
 EOF
 if ((${#SSH_FROM[@]} == 0)); then
     printf '  Note: SSH is closed by the firewall once it is loaded; open sessions stay up. Use the console, or\n        run install.sh again with --ssh-from <admin network>.\n'

@@ -3,11 +3,15 @@
 #   1. install.sh into a scratch root twice: both runs succeed, the second changes nothing;
 #   2. install.sh into a second scratch root: the same files, modes and contents;
 #   3. the nftables rules pass `nft -c` (install.sh checks them when nft is installed);
-#   4. the unit passes `systemd-analyze verify` and scores 2.0 or lower in
+#   4. the generated node.toml and node.toml.example pass `strongroom node check-config`, run
+#      with the workspace's debug build (deploy/dev/test.sh builds it first; STRONGROOM_BINARY
+#      names another build);
+#   5. the unit passes `systemd-analyze verify` and scores 2.0 or lower in
 #      `systemd-analyze security --offline=true` (skipped, saying so, without systemd-analyze).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
 MAX_EXPOSURE=2.0
 
 say() { printf 'appliance-test: %s\n' "$*"; }
@@ -19,7 +23,8 @@ fail() {
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-# A stand-in for the release binary: install.sh only copies it.
+# A stand-in for the release binary: install.sh only copies it (the real one is large). The
+# configuration check below runs a real build.
 BINARY=$WORK/strongroom
 printf '#!/bin/sh\necho "strongroom (test stand-in)"\n' >"$BINARY"
 chmod 0755 "$BINARY"
@@ -79,6 +84,23 @@ else
     say "nft not installed: nftables rules not syntax-checked"
 fi
 say "install.sh: two runs in one root and runs in two roots leave identical files ($first)"
+
+# The generated configuration, checked by the node's own parser. STRONGROOM_* variables of this
+# shell are left out, so the files are checked as written.
+REAL_BINARY=${STRONGROOM_BINARY:-${CARGO_TARGET_DIR:-$REPO/target}/debug/strongroom}
+[[ -x $REAL_BINARY ]] ||
+    fail "no strongroom binary at $REAL_BINARY to check node.toml with: build it (cargo build -p strongroom) or set STRONGROOM_BINARY"
+no_env=()
+for v in $(compgen -e); do
+    if [[ $v == STRONGROOM_* ]]; then no_env+=(-u "$v"); fi
+done
+for f in etc/strongroom/node.toml etc/strongroom/node.toml.example; do
+    out=$(env "${no_env[@]}" "$REAL_BINARY" node check-config --config "$A/$f" 2>&1) || {
+        printf '%s\n' "$out" >&2
+        fail "/$f does not pass strongroom node check-config"
+    }
+    say "/$f: ${out#"$A/$f: "}"
+done
 
 UNIT=$HERE/strongroom-node.service
 if ! command -v systemd-analyze >/dev/null 2>&1; then

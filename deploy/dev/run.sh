@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The development main command. Today it provisions a SoftHSM token for one dev node under
-# .dev/ (git-ignored) and shows a secret sealed and unsealed through it:
+# The development main command: brings up a local three-node cluster and signs.
 #
 #   1. installs what is missing (deploy/dev/setup.sh) and builds the `strongroom` binary;
 #   2. creates the token `strongroom-dev-node-1` in .dev/softhsm/ with its own softhsm2.conf
-#      and a random PIN in .dev/node-1.pin (mode 0600), unless it already exists;
-#   3. `strongroom keystore init`: the key-encryption key and the identity key on the token
-#      (found, not recreated, on later runs);
-#   4. `strongroom keystore demo`: seals a random secret through the token and unseals it.
+#      and a random PIN in .dev/node-1.pin (mode 0600), unless it already exists, and shows a
+#      secret sealed and unsealed through it (`strongroom keystore init` and `keystore demo`);
+#   3. `strongroom bench sign`: starts three node processes on loopback (a SoftHSM token,
+#      a PostgreSQL database and an etcd lease each, mTLS over QUIC between them), generates a
+#      2-of-3 key through the API, fills the presignature pools and signs digests from them,
+#      printing the latency of each online signing. The cluster is torn down at the end.
 #
-# Running it again reuses the token. To start over: rm -rf .dev
+# Running it again reuses the dev token. To start over: rm -rf .dev
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -74,6 +75,9 @@ say "strongroom keystore init"
 
 say "strongroom keystore demo --cluster-id dev --node-id node-1"
 "$BIN" keystore demo --cluster-id dev --node-id node-1
+
+say "strongroom bench sign --signatures 20 (a local 3-node cluster: key generation, pools, signing)"
+"$BIN" bench sign --signatures 20
 
 cat <<EOF
 

@@ -363,7 +363,7 @@ async fn three_nodes_generate_fill_sign_survive_crashes_and_name_a_cheater() {
         let mut rng = rand::thread_rng();
         let mut kills = 0usize;
         loop {
-            let wait = Duration::from_millis(rng.gen_range(800..3000));
+            let wait = Duration::from_millis(rng.gen_range(2000..5000));
             match stop_rx.recv_timeout(wait) {
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 _ => break,
@@ -499,28 +499,50 @@ async fn three_nodes_generate_fill_sign_survive_crashes_and_name_a_cheater() {
         )
     })
     .unwrap();
-    // The cheater coordinates, so every pool it picks includes itself.
-    let body = json!({"key_id": key_id, "path": "0/7777", "digest": hex::encode(digest_for(7777, "cheat"))});
-    let verdict = eventually(
-        "a signing attempt through the cheater",
+    // The cheater coordinates: a coordinator prefers the pools it holds, so once the cheater's
+    // pools have presignatures, the signing runs with it as a signer.
+    eventually(
+        "the cheater's pools to hold presignatures",
         Duration::from_secs(180),
         || {
             let api = api.clone();
-            let body = body.clone();
             async move {
-                let r = api
-                    .post_at(cheat, "/v1/dangerous-dev/sign-digest", &body)
-                    .await
-                    .ok()?;
-                match r.problem() {
-                    Some((kind, _)) if kind == "no-presignature" || kind == "peer-unavailable" => {
-                        None
-                    }
-                    _ => Some(json!({"status": r.status, "body": r.body})),
-                }
+                let r = api.get_at(cheat, "/v1/presignatures").await.ok()?;
+                let pools = r.body["pools"].as_array()?.clone();
+                let held: Vec<&Value> = pools
+                    .iter()
+                    .filter(|p| p["held_by_this_node"] == true)
+                    .collect();
+                (held.len() == 2 && held.iter().all(|p| p["available"].as_i64() >= Some(2)))
+                    .then_some(r.body)
             }
         },
     )
+    .await;
+    let mut attempt = 0u32;
+    let verdict = eventually("a signing attempt with the cheater as a signer", Duration::from_secs(180), || {
+        attempt += 1;
+        let api = api.clone();
+        let cheater_id = cheater_id.clone();
+        let body = json!({"key_id": key_id, "path": format!("0/{}", 7000 + attempt), "digest": hex::encode(digest_for(7000 + attempt, "cheat"))});
+        async move {
+            let r = api.post_at(cheat, "/v1/dangerous-dev/sign-digest", &body).await.ok()?;
+            if r.status == 200 {
+                // Served by a pool without the cheater: its partial never took part.
+                let signers = r.body["signers"].as_array()?;
+                assert!(
+                    !signers.iter().any(|s| s.as_str() == Some(cheater_id.as_str())),
+                    "a signature with a corrupted partial was released: {}",
+                    r.body
+                );
+                return None;
+            }
+            match r.problem() {
+                Some((kind, _)) if kind == "no-presignature" || kind == "peer-unavailable" => None,
+                _ => Some(json!({"status": r.status, "body": r.body})),
+            }
+        }
+    })
     .await;
     assert_eq!(verdict["status"], 502, "{verdict}");
     assert_eq!(

@@ -7,11 +7,10 @@ use crate::StoreError;
 
 /// Every migration in order: (version, name, SQL). Versions only ever grow; a released
 /// migration is never edited.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[
-        (1, "engine", include_str!("../migrations/0001_engine.sql")),
-        (2, "signing", include_str!("../migrations/0002_signing.sql")),
-    ];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "engine", include_str!("../migrations/0001_engine.sql")),
+    (2, "signing", include_str!("../migrations/0002_signing.sql")),
+];
 
 /// Arbitrary constant naming the advisory lock that serializes migrations.
 const MIGRATION_LOCK: i64 = 0x5354_524f_4e47;

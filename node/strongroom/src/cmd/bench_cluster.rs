@@ -189,8 +189,9 @@ pub(crate) fn presign(count: usize, concurrency: usize, out: &Output) -> anyhow:
     // Three pools (one per signer pair) share the count.
     let per_pool = u32::try_from(count.div_ceil(3))?;
     let total = per_pool as usize * 3;
-    let runtime = tokio::runtime::Runtime::new()?;
+    // The cluster first: it configures SoftHSM for this process before any other thread runs.
     let b = start_cluster(out, per_pool, u32::try_from(concurrency)?, true)?;
+    let runtime = tokio::runtime::Runtime::new()?;
     let cluster_rate = runtime.block_on(async {
         let key_id = create_key(&b, out).await?;
         out.progress(&format!(
@@ -264,8 +265,8 @@ pub(crate) fn sign(signatures: usize, out: &Output) -> anyhow::Result<()> {
     }
     // Enough presignatures in the pools of node-1 (two pools) that the pool never runs dry.
     let per_pool = u32::try_from(signatures.div_ceil(2) + 2)?;
-    let runtime = tokio::runtime::Runtime::new()?;
     let b = start_cluster(out, per_pool, 2, false)?;
+    let runtime = tokio::runtime::Runtime::new()?;
     let (server, client) = runtime.block_on(async {
         let key_id = create_key(&b, out).await?;
         out.progress(&format!("filling the pools ({per_pool} per signer pair)"));
