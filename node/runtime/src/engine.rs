@@ -159,6 +159,7 @@ pub struct Engine {
     primes: Mutex<PrimesStatus>,
     reservations: Mutex<HashMap<(String, Vec<u8>), Reservation>>,
     shares: Mutex<HashMap<String, Arc<SecretKeyShare>>>,
+    public_keys: Mutex<HashMap<String, PublicKeyInfo>>,
     aux_running: AtomicBool,
 }
 
@@ -256,6 +257,7 @@ impl Engine {
             primes: Mutex::new(PrimesStatus::default()),
             reservations: Mutex::new(HashMap::new()),
             shares: Mutex::new(HashMap::new()),
+            public_keys: Mutex::new(HashMap::new()),
             aux_running: AtomicBool::new(false),
         })
     }
@@ -830,8 +832,17 @@ impl Engine {
         Ok(share)
     }
 
-    /// The public info of a ready key, from the database.
+    /// The public info of a ready key, from the database (cached: a ready key never changes).
     pub(crate) async fn public_info(&self, key_id: &str) -> Result<PublicKeyInfo, EngineError> {
+        if let Some(info) = lock(&self.public_keys).get(key_id) {
+            return Ok(info.clone());
+        }
+        let info = self.public_info_uncached(key_id).await?;
+        lock(&self.public_keys).insert(key_id.to_owned(), info.clone());
+        Ok(info)
+    }
+
+    async fn public_info_uncached(&self, key_id: &str) -> Result<PublicKeyInfo, EngineError> {
         let key = self
             .store
             .key(key_id)
@@ -1068,6 +1079,7 @@ impl Engine {
         let signing = OnlineSigning::new(&key, &public, &path, &sighash, &entropy)
             .map_err(|e| EngineError::refused("bad-request", e.to_string()))?;
         let nonce_point = signing.nonce_point();
+        let prepared = Instant::now();
         let token = self.token.clone();
         // Consumed durably (token counter first, then the database) before anything is released.
         let sealed = self
@@ -1088,6 +1100,12 @@ impl Engine {
             )
             .await
             .map_err(|e| EngineError::refused("presignature-unavailable", e.to_string()))?;
+        let consumed = Instant::now();
+        tracing::debug!(
+            request_id,
+            consume_ms = (consumed - prepared).as_secs_f64() * 1000.0,
+            "presignature consumed durably"
+        );
         let plain = self.unseal(ObjectKind::Presignature, &presig_id, &sealed)?;
         let piece = SecretPresignature::from_sealed_bytes(plain.expose_secret())
             .map_err(|e| EngineError::refused("internal", e.to_string()))?;

@@ -117,6 +117,9 @@ pub async fn rollback_check(token: &Token, store: &Store) -> Result<u64, NodeErr
     Ok(0)
 }
 
+/// Attempts to open the token at start-up before giving up.
+const TOKEN_OPEN_ATTEMPTS: u32 = 5;
+
 /// Shared view for the health probe, refreshed in the background (health answers without I/O).
 #[derive(Default)]
 struct HealthView {
@@ -147,7 +150,20 @@ pub async fn run(
         module: config.token.module.display().to_string(),
         detail,
     };
-    let token = Token::open(&token_cfg).map_err(|e| token_err(e.to_string()))?;
+    // A token may answer a general error while another process changes its object store
+    // (SoftHSM when several tokens share a directory); a few spaced attempts ride that out.
+    let mut attempt = 0;
+    let token = loop {
+        attempt += 1;
+        match Token::open(&token_cfg) {
+            Ok(t) => break t,
+            Err(e) if attempt < TOKEN_OPEN_ATTEMPTS => {
+                tracing::warn!(attempt, error = %e, "cannot open the token; retrying");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(e) => return Err(token_err(e.to_string())),
+        }
+    };
 
     let store = Store::connect(&config.database.url, config.database.max_connections).await?;
     rollback_check(&token, &store).await?;

@@ -75,7 +75,7 @@ pub async fn sign_digest(
     let timeout = Duration::from_secs(engine.cfg.signing.timeout_secs);
 
     // Pools whose signers are all reachable; those this node belongs to first, fullest first.
-    let own_counts = engine.store.pool_counts().await?;
+    let own_counts = engine.store.available_counts(key_id).await?;
     let mut candidates: Vec<(Vec<u16>, i64)> = Vec::new();
     for set in signer_sets(key.n, key.threshold) {
         if !set.iter().all(|i| engine.reachable(*i)) {
@@ -85,8 +85,8 @@ pub async fn sign_digest(
         let mine = set.contains(&engine.my_index);
         let available = own_counts
             .iter()
-            .find(|p| p.key_id == key_id && p.signer_set == name)
-            .map_or(0, |p| p.available);
+            .find(|(set, _)| *set == name)
+            .map_or(0, |(_, n)| *n);
         if mine && available == 0 {
             continue;
         }
@@ -211,6 +211,7 @@ async fn sign_from_pool(
     timeout: Duration,
 ) -> Result<SignOutcome, EngineError> {
     let first = set[0];
+    let t0 = Instant::now();
     let reserved = engine
         .call(
             first,
@@ -312,6 +313,7 @@ async fn sign_from_pool(
         .map_err(|e| EngineError::refused("internal", e.to_string()))?;
 
     let digest_hex = hex::encode(digest);
+    let t_reserved = Instant::now();
     let asks = set.iter().map(|i| {
         let engine = engine.clone();
         let req = Request::Partial {
@@ -360,6 +362,7 @@ async fn sign_from_pool(
         discard(engine, request_id, &presig_id, set).await;
         return Err(e);
     }
+    let t_partials = Instant::now();
     let mut culprits = Vec::new();
     for (i, p) in &partials {
         if signing.verify_partial(*i, p).is_err() {
@@ -396,6 +399,13 @@ async fn sign_from_pool(
             mode: "pool",
         })
         .await?;
+    tracing::debug!(
+        request_id,
+        reserve_ms = (t_reserved - t0).as_secs_f64() * 1000.0,
+        partials_ms = (t_partials - t_reserved).as_secs_f64() * 1000.0,
+        finish_ms = t_partials.elapsed().as_secs_f64() * 1000.0,
+        "pooled signing"
+    );
     Ok(SignOutcome {
         request_id: request_id.to_owned(),
         key_id: key_id.to_owned(),

@@ -599,6 +599,19 @@ impl Store {
             .collect())
     }
 
+    /// Available presignatures of one key, per signer set (uses the pool index).
+    pub async fn available_counts(&self, key_id: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT signer_set, count(*) FROM presignatures \
+                 WHERE key_id = $1 AND state = 'available' GROUP BY signer_set",
+                &[&key_id],
+            )
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     /// The oldest available presignature of a pool, without changing it (the leader proposes
     /// it; every signer reserves it for itself with [`Store::reserve_presignature`]).
     pub async fn oldest_available(

@@ -36,6 +36,11 @@ fn start_cluster(
         pool_concurrency: concurrency,
         interactive_fallback,
         node_binary: Some(exe),
+        // A benchmark client sends as fast as the cluster answers.
+        extra_env: vec![(
+            "STRONGROOM__API__RATE_LIMIT_PER_SECOND".to_owned(),
+            "0".to_owned(),
+        )],
         ..ClusterOptions::default()
     })
     .context("cannot start the local cluster")?;
