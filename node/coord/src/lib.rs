@@ -199,7 +199,13 @@ async fn start_epoch(
         )
         .await?;
     let (won_tx, won_rx) = watch::channel(false);
-    let mut campaign_client = client.clone();
+    // The campaign call blocks until this node wins, which may be never: it gets a client of
+    // its own without the per-request timeout (which would end every follower's campaign).
+    let mut campaign_client = Client::connect(
+        &config.endpoints,
+        Some(ConnectOptions::new().with_connect_timeout(Duration::from_secs(2))),
+    )
+    .await?;
     let name = config.election_name();
     let value = config.node_id.clone();
     // Campaign blocks until this lease holds the election; leadership ends with the lease.
