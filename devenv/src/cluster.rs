@@ -23,6 +23,19 @@
 //!
 //! The cluster owns the process's [`SoftHsm`], so a test process holds at most one cluster
 //! (and no other `SoftHsm`).
+//!
+//! **Persistent clusters** (the dev cluster of `strongroom dev up`). [`TestCluster::provision_in`]
+//! provisions the same cluster in a directory of the caller's, which is never removed: the
+//! tokens in `<dir>/hsm/<node-id>` (a SoftHSM installation per node, so that no node reads a
+//! token file another node is writing; `cluster init` sees them all in `<dir>/hsm` for the
+//! moment it runs), PostgreSQL in `<dir>/postgres` (full durability), etcd in
+//! `<dir>/etcd`, every log in `<dir>/logs`, and a state file `<dir>/state.toml` (ports, node
+//! ids, database URLs, options) from which [`TestCluster::open_in`] starts the same cluster
+//! again, with the same tokens, data, certificates and ports. Each process it starts is
+//! recorded in `<dir>/pids/<name>.pid` ([`crate::detached`]); [`TestCluster::detach`] leaves
+//! them all running when the value goes, and [`crate::detached::stop_all`] stops them later.
+//! Without `detach`, dropping a persistent cluster stops its processes as for a test, but
+//! keeps the directory.
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -38,19 +51,23 @@ use strongroom_keystore::{PinSource, TokenConfig};
 use tempfile::TempDir;
 use toml::{Table, Value};
 
+use crate::detached;
 use crate::etcd::Etcd;
 use crate::ports::{free_tcp_ports, free_udp_ports};
-use crate::postgres::Postgres;
-use crate::process::{ChildProcess, HarnessError, run, strongroom_binary};
+use crate::postgres::{Durability, Postgres};
+use crate::process::{ChildProcess, HarnessError, effective_uid, run, strongroom_binary};
 use crate::softhsm::{self, SoftHsm};
 
-/// The cluster id every test cluster uses.
+/// The cluster id of a test cluster ([`ClusterOptions::cluster_id`] by default).
 pub const CLUSTER_ID: &str = "test";
 /// The client whose certificate and key [`TestCluster::client_cert`] and
-/// [`TestCluster::client_key`] name.
+/// [`TestCluster::client_key`] name ([`ClusterOptions::client_name`] by default).
 pub const CLIENT_NAME: &str = "ops";
-/// The roles [`CLIENT_NAME`] has on every node.
+/// The roles [`CLIENT_NAME`] has on every node ([`ClusterOptions::client_roles`] by default).
 pub const CLIENT_ROLES: [&str; 3] = ["admin", "submitter", "auditor"];
+/// The state file of a persistent cluster, in its directory: what [`TestCluster::open_in`]
+/// needs to start it again.
+pub const STATE_FILE: &str = "state.toml";
 /// Log filter of the node processes (`RUST_LOG` and `STRONGROOM_LOG`; `extra_env` may
 /// override either).
 pub const NODE_LOG_FILTER: &str = "info,strongroom=debug,cryptoki::mechanism=off";
@@ -69,6 +86,21 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Attempts of [`TestCluster::start`] when a port chosen for a node was taken meanwhile.
 const START_ATTEMPTS: usize = 3;
+/// Everything provisioning creates in a persistent cluster's directory.
+const PERSISTENT_ENTRIES: [&str; 10] = [
+    STATE_FILE,
+    "hsm",
+    "pins",
+    "pki",
+    "config",
+    "run",
+    "logs",
+    "postgres",
+    "etcd",
+    detached::PIDS_DIR,
+];
+/// Version of the state file's format.
+const STATE_VERSION: i64 = 1;
 
 /// What kind of cluster [`TestCluster::start`] provisions.
 #[derive(Clone, Debug)]
@@ -93,6 +125,12 @@ pub struct ClusterOptions {
     pub lease_ttl_secs: u64,
     /// Extra environment for every node process (set last, so it overrides the harness's).
     pub extra_env: Vec<(String, String)>,
+    /// `[node] cluster_id`, and the cluster of every certificate.
+    pub cluster_id: String,
+    /// The client whose certificate and key `cluster init` writes (`pki/clients/<name>.pem`).
+    pub client_name: String,
+    /// The roles of that client in every node's `[api.clients]`.
+    pub client_roles: Vec<String>,
     /// The `strongroom` binary that provisions the cluster and runs the nodes; `None` builds the
     /// workspace's (tests). A command of the binary itself passes its own path.
     pub node_binary: Option<PathBuf>,
@@ -111,6 +149,9 @@ impl Default for ClusterOptions {
             corrupt_partials: Vec::new(),
             lease_ttl_secs: 2,
             extra_env: Vec::new(),
+            cluster_id: CLUSTER_ID.to_owned(),
+            client_name: CLIENT_NAME.to_owned(),
+            client_roles: CLIENT_ROLES.iter().map(|&r| r.to_owned()).collect(),
             node_binary: None,
         }
     }
@@ -129,6 +170,8 @@ struct Node {
     database_url: String,
     /// Working directory of the process.
     work_dir: PathBuf,
+    /// The node's own SoftHSM configuration (persistent clusters); `None`: the cluster's.
+    softhsm_conf: Option<PathBuf>,
     process: Option<ChildProcess>,
     /// How many times the node has been spawned; names its log files.
     incarnations: usize,
@@ -156,8 +199,18 @@ pub struct TestCluster {
     etcd: Etcd,
     postgres: Postgres,
     softhsm: SoftHsm,
-    /// `None` once kept (STRONGROOM_KEEP_TEST_DIRS).
+    /// Lives in a directory of the caller's, with pid files ([`TestCluster::provision_in`]).
+    persistent: bool,
+    /// Its processes were left running ([`TestCluster::detach`]).
+    detached: bool,
+    /// `None` once kept (STRONGROOM_KEEP_TEST_DIRS), and for a persistent cluster.
     dir: Option<TempDir>,
+}
+
+/// Where [`TestCluster::provision_at`] puts a cluster.
+enum Place {
+    Temp,
+    Persistent(PathBuf),
 }
 
 impl TestCluster {
@@ -165,16 +218,25 @@ impl TestCluster {
     /// TCP connections. Creates the process's [`SoftHsm`]: call it at the start of a test.
     pub fn start(options: ClusterOptions) -> Result<Self, HarnessError> {
         let mut cluster = Self::provision(options)?;
+        cluster.start_new_nodes()?;
+        Ok(cluster)
+    }
+
+    /// Starts every node of a freshly provisioned cluster, like [`TestCluster::start_nodes`];
+    /// when a port chosen for a node was taken meanwhile, moves every node to fresh ports
+    /// (rewriting the configuration files) and starts again, up to 3 times. Only for nodes
+    /// that have never run: their peers and clients know them by their ports.
+    pub fn start_new_nodes(&mut self) -> Result<(), HarnessError> {
         for attempt in 1..=START_ATTEMPTS {
-            match cluster.start_nodes() {
-                Ok(()) => return Ok(cluster),
+            match self.start_nodes() {
+                Ok(()) => return Ok(()),
                 Err(e) if e.is_address_in_use() && attempt < START_ATTEMPTS => {
                     // Another process took a port between choosing and binding: no node has
                     // served anything yet, so move the whole cluster to fresh ports.
                     tracing::warn!(attempt, "a node port was taken; choosing new ports: {e}");
-                    cluster.kill_all();
-                    cluster.assign_ports()?;
-                    cluster.write_configs()?;
+                    self.kill_all();
+                    self.assign_ports()?;
+                    self.write_configs()?;
                 }
                 Err(e) => return Err(e),
             }
@@ -187,6 +249,196 @@ impl TestCluster {
     /// Provisions everything [`TestCluster::start`] does (tokens, PKI, databases, etcd,
     /// configuration files) without starting any node; [`TestCluster::start_nodes`] starts them.
     pub fn provision(options: ClusterOptions) -> Result<Self, HarnessError> {
+        Self::provision_at(options, Place::Temp)
+    }
+
+    /// Provisions a persistent cluster in `dir` (created if missing), which is never removed:
+    /// everything [`TestCluster::provision`] does, with PostgreSQL at full durability, and the
+    /// state file [`TestCluster::open_in`] reads. No node is started. `dir` must not hold a
+    /// cluster yet, nor the leftovers of an unfinished provisioning
+    /// ([`TestCluster::remove_unfinished`] clears those).
+    pub fn provision_in(dir: &Path, options: ClusterOptions) -> Result<Self, HarnessError> {
+        create_dir(dir)?;
+        let root = fs::canonicalize(dir)
+            .map_err(|e| HarnessError::io(format!("cannot resolve {}", dir.display()), e))?;
+        if root.join(STATE_FILE).exists() {
+            return Err(HarnessError::Misuse(format!(
+                "{} already holds a cluster: start it again with TestCluster::open_in",
+                root.display()
+            )));
+        }
+        let leftovers = Self::unfinished_entries(&root);
+        if !leftovers.is_empty() {
+            return Err(HarnessError::Misuse(format!(
+                "{} holds {} from an unfinished provisioning: remove it first \
+                 (TestCluster::remove_unfinished)",
+                root.display(),
+                leftovers
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Self::provision_at(options, Place::Persistent(root))
+    }
+
+    /// Whether `dir` holds a provisioned persistent cluster (its state file).
+    pub fn is_provisioned(dir: &Path) -> bool {
+        dir.join(STATE_FILE).is_file()
+    }
+
+    /// What an unfinished provisioning left in `dir` (no state file, some of the cluster's
+    /// entries): the paths that [`TestCluster::remove_unfinished`] would remove.
+    pub fn unfinished_entries(dir: &Path) -> Vec<PathBuf> {
+        if Self::is_provisioned(dir) {
+            return Vec::new();
+        }
+        PERSISTENT_ENTRIES
+            .iter()
+            .map(|e| dir.join(e))
+            .filter(|p| p.symlink_metadata().is_ok())
+            .collect()
+    }
+
+    /// Removes what an unfinished provisioning left in `dir` (see
+    /// [`TestCluster::unfinished_entries`]) and returns the removed paths. Refuses while a
+    /// process recorded in its pid files still runs.
+    pub fn remove_unfinished(dir: &Path) -> Result<Vec<PathBuf>, HarnessError> {
+        let running: Vec<String> = detached::recorded(dir)?
+            .into_iter()
+            .filter(|p| p.running)
+            .map(|p| format!("{} (pid {})", p.name, p.pid))
+            .collect();
+        if !running.is_empty() {
+            return Err(HarnessError::Misuse(format!(
+                "processes of {} still run: {}; stop them first (detached::stop_all)",
+                dir.display(),
+                running.join(", ")
+            )));
+        }
+        let entries = Self::unfinished_entries(dir);
+        for path in &entries {
+            let removed = if path.is_dir() {
+                fs::remove_dir_all(path)
+            } else {
+                fs::remove_file(path)
+            };
+            removed
+                .map_err(|e| HarnessError::io(format!("cannot remove {}", path.display()), e))?;
+        }
+        Ok(entries)
+    }
+
+    /// Opens the persistent cluster in `dir` ([`TestCluster::provision_in`]) whose processes
+    /// do not run: starts its PostgreSQL and etcd again on their data and ports, and returns
+    /// the cluster with no node started ([`TestCluster::start_nodes`] starts them, on their
+    /// ports from before, with their tokens and configuration files as they are). Stop any
+    /// process still recorded in its pid files first ([`crate::detached::stop_all`]).
+    /// `node_binary` as in [`ClusterOptions::node_binary`].
+    pub fn open_in(dir: &Path, node_binary: Option<PathBuf>) -> Result<Self, HarnessError> {
+        let root = fs::canonicalize(dir)
+            .map_err(|e| HarnessError::io(format!("cannot open {}", dir.display()), e))?;
+        let state = State::read(&root)?;
+        let softhsm = SoftHsm::in_dir(&root.join("hsm"))?;
+        let node_binary = match node_binary {
+            Some(b) => b,
+            None => strongroom_binary()?,
+        };
+        let mut options = state.options;
+        options.node_binary = Some(node_binary.clone());
+        make_traversable(&root)?;
+        let logs = root.join("logs");
+        let (postgres, etcd) = thread::scope(|scope| {
+            let postgres = scope.spawn(|| {
+                Postgres::open_in(
+                    &root.join("postgres"),
+                    &logs,
+                    state.postgres_port,
+                    state.durability,
+                )
+            });
+            let etcd = scope.spawn(|| {
+                Etcd::open_in(
+                    &root.join("etcd"),
+                    &logs,
+                    state.etcd_client_port,
+                    state.etcd_peer_port,
+                )
+            });
+            (
+                join(postgres, "starting PostgreSQL"),
+                join(etcd, "starting etcd"),
+            )
+        });
+        let nodes = state
+            .nodes
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| Node {
+                config_path: root.join("config").join(format!("{}.toml", n.id)),
+                pin_file: root.join("pins").join(format!("{}.pin", n.id)),
+                work_dir: root.join("run").join(&n.id),
+                softhsm_conf: Some(node_hsm_dir(&root, &n.id).join("softhsm2.conf")),
+                id: n.id,
+                number: i + 1,
+                transport_port: n.transport_port,
+                api_port: n.api_port,
+                database_url: n.database_url,
+                process: None,
+                incarnations: 0,
+            })
+            .collect();
+        let cluster = Self {
+            options,
+            node_binary,
+            root,
+            nodes,
+            etcd: etcd?,
+            postgres: postgres?,
+            softhsm,
+            persistent: true,
+            detached: false,
+            dir: None,
+        };
+        cluster.record_servers()?;
+        Ok(cluster)
+    }
+
+    /// Leaves every process of a persistent cluster running (nodes, etcd, PostgreSQL) when the
+    /// value goes, and returns their names and pids (recorded in `<dir>/pids`). A node that
+    /// has exited is left out and its pid file removed.
+    pub fn detach(mut self) -> Result<Vec<(String, u32)>, HarnessError> {
+        if !self.persistent {
+            return Err(HarnessError::Misuse(
+                "only a persistent cluster (TestCluster::provision_in or open_in) can be left \
+                 running: a test cluster's directory goes with it"
+                    .to_owned(),
+            ));
+        }
+        let mut pids = Vec::new();
+        for node in &mut self.nodes {
+            if let Some(mut process) = node.process.take() {
+                if process.try_status()?.is_none() {
+                    pids.push((node.id.clone(), process.detach()));
+                } else {
+                    detached::forget(&self.root, &node.id);
+                }
+            }
+        }
+        match self.etcd.detach()? {
+            Some(pid) => pids.push((detached::ETCD.to_owned(), pid)),
+            None => detached::forget(&self.root, detached::ETCD),
+        }
+        match self.postgres.detach()? {
+            Some(pid) => pids.push((detached::POSTGRES.to_owned(), pid)),
+            None => detached::forget(&self.root, detached::POSTGRES),
+        }
+        self.detached = true;
+        Ok(pids)
+    }
+
+    fn provision_at(options: ClusterOptions, place: Place) -> Result<Self, HarnessError> {
         if options.nodes == 0 {
             return Err(HarnessError::Misuse(
                 "a test cluster needs at least one node".to_owned(),
@@ -203,7 +455,10 @@ impl TestCluster {
             )));
         }
         // First: SoftHSM must be configured before any thread runs or the module is loaded.
-        let softhsm = SoftHsm::new()?;
+        let softhsm = match &place {
+            Place::Temp => SoftHsm::new()?,
+            Place::Persistent(root) => SoftHsm::in_dir(&root.join("hsm"))?,
+        };
         // A program that is itself the strongroom binary (a benchmark, the dev cluster) names
         // itself; tests build the workspace's binary.
         let binary = match &options.node_binary {
@@ -212,19 +467,37 @@ impl TestCluster {
         };
         let node_binary = binary.clone();
 
-        let dir = tempfile::Builder::new()
-            .prefix("strongroom-cluster-")
-            .tempdir()
-            .map_err(|e| HarnessError::io("cannot create the cluster directory", e))?;
-        let root = dir.path().to_path_buf();
+        let (dir, root) = match place {
+            Place::Temp => {
+                let dir = tempfile::Builder::new()
+                    .prefix("strongroom-cluster-")
+                    .tempdir()
+                    .map_err(|e| HarnessError::io("cannot create the cluster directory", e))?;
+                let root = dir.path().to_path_buf();
+                (Some(dir), root)
+            }
+            Place::Persistent(root) => (None, root),
+        };
+        let persistent = dir.is_none();
         for sub in ["pins", "config", "logs", "run"] {
             create_dir(&root.join(sub))?;
         }
+        if persistent {
+            make_traversable(&root)?;
+        }
 
         let mut nodes = Vec::with_capacity(options.nodes);
+        let mut tokens = Vec::with_capacity(options.nodes);
         for number in 1..=options.nodes {
             let id = format!("node-{number}");
-            let token = softhsm.init_token(&format!("strongroom-{id}"))?;
+            let label = format!("strongroom-{id}");
+            let token = if persistent {
+                // Each node sees only its own token: a node that starts never reads a token
+                // file that another, running node is writing.
+                softhsm.init_token_alone(&label, &node_hsm_dir(&root, &id))?
+            } else {
+                softhsm.init_token(&label)?
+            };
             let pin = fs::read(&token.pin_file).map_err(|e| {
                 HarnessError::io(
                     format!("cannot read the PIN file {}", token.pin_file.display()),
@@ -244,17 +517,39 @@ impl TestCluster {
                 pin_file,
                 database_url: String::new(),
                 work_dir,
+                softhsm_conf: persistent.then(|| token.conf().to_path_buf()),
                 process: None,
                 incarnations: 0,
             });
+            tokens.push(token);
         }
 
         // PostgreSQL and etcd start while `cluster init` provisions the tokens.
         let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+        let logs = root.join("logs");
         let (postgres, etcd, init) = thread::scope(|scope| {
-            let postgres = scope.spawn(Postgres::start);
-            let etcd = scope.spawn(Etcd::start);
-            let init = cluster_init(&binary, &softhsm, &root, &ids);
+            let postgres = scope.spawn(|| {
+                if persistent {
+                    // A dev cluster's data should survive a power loss too.
+                    let durability = Durability::SurvivesPowerLoss;
+                    Postgres::start_in(&root.join("postgres"), &logs, durability)
+                } else {
+                    Postgres::start()
+                }
+            });
+            let etcd = scope.spawn(|| {
+                if persistent {
+                    Etcd::start_in(&root.join("etcd"), &logs)
+                } else {
+                    Etcd::start()
+                }
+            });
+            let init = || cluster_init(&binary, &softhsm, &root, &ids, &options);
+            let init = if persistent {
+                softhsm.with_tokens_gathered(&tokens, init)
+            } else {
+                init()
+            };
             (
                 join(postgres, "starting PostgreSQL"),
                 join(etcd, "starting etcd"),
@@ -276,9 +571,13 @@ impl TestCluster {
             etcd,
             postgres,
             softhsm,
-            dir: Some(dir),
+            persistent,
+            detached: false,
+            dir,
         };
+        cluster.record_servers()?;
         cluster.assign_ports()?;
+        // Last, for a persistent cluster: the state file that marks it as provisioned.
         cluster.write_configs()?;
         Ok(cluster)
     }
@@ -326,21 +625,21 @@ impl TestCluster {
         self.root.join("pki").join("ca.pem")
     }
 
-    /// The certificate (PEM) of the client [`CLIENT_NAME`], which has [`CLIENT_ROLES`] on
-    /// every node.
+    /// The certificate (PEM) of the client [`ClusterOptions::client_name`] (default
+    /// [`CLIENT_NAME`]), which has [`ClusterOptions::client_roles`] on every node.
     pub fn client_cert(&self) -> PathBuf {
         self.root
             .join("pki")
             .join("clients")
-            .join(format!("{CLIENT_NAME}.pem"))
+            .join(format!("{}.pem", self.options.client_name))
     }
 
-    /// The private key (PEM) of the client [`CLIENT_NAME`].
+    /// The private key (PEM) of the client [`ClusterOptions::client_name`].
     pub fn client_key(&self) -> PathBuf {
         self.root
             .join("pki")
             .join("clients")
-            .join(format!("{CLIENT_NAME}-key.pem"))
+            .join(format!("{}-key.pem", self.options.client_name))
     }
 
     /// The certificate (PEM) of node `node` (0-based).
@@ -362,7 +661,9 @@ impl TestCluster {
     }
 
     /// How the keystore opens node `node`'s token (e.g. to inspect it while the node is
-    /// stopped; SoftHSM reads a token's objects when a process opens it).
+    /// stopped; SoftHSM reads a token's objects when a process opens it). In this process for
+    /// a test cluster; a persistent cluster's token shows only under the node's own SoftHSM
+    /// configuration, `<dir>/hsm/<node-id>/softhsm2.conf`.
     pub fn token_config(&self, node: usize) -> TokenConfig {
         TokenConfig {
             module: PathBuf::from(softhsm::MODULE),
@@ -401,6 +702,7 @@ impl TestCluster {
         self.check_index(node)?;
         if let Some(mut process) = self.nodes[node].process.take() {
             process.kill()?;
+            self.forget_pid(node);
         }
         Ok(())
     }
@@ -418,6 +720,7 @@ impl TestCluster {
                     "did not exit within {NODE_STOP_GRACE:?} of SIGTERM and was killed ({status})"
                 );
             }
+            self.forget_pid(node);
         }
         Ok(())
     }
@@ -499,6 +802,27 @@ impl TestCluster {
             .collect()
     }
 
+    /// Records the PostgreSQL and etcd pids of a persistent cluster.
+    fn record_servers(&self) -> Result<(), HarnessError> {
+        if !self.persistent {
+            return Ok(());
+        }
+        if let Some(pid) = self.postgres.pid() {
+            detached::record(&self.root, detached::POSTGRES, pid)?;
+        }
+        if let Some(pid) = self.etcd.pid() {
+            detached::record(&self.root, detached::ETCD, pid)?;
+        }
+        Ok(())
+    }
+
+    /// Removes node `node`'s pid file (persistent clusters).
+    fn forget_pid(&self, node: usize) {
+        if self.persistent {
+            detached::forget(&self.root, &self.nodes[node].id);
+        }
+    }
+
     fn check_index(&self, node: usize) -> Result<(), HarnessError> {
         if node < self.nodes.len() {
             Ok(())
@@ -525,6 +849,7 @@ impl TestCluster {
         Ok(())
     }
 
+    /// Writes every node's configuration file and, for a persistent cluster, the state file.
     fn write_configs(&self) -> Result<(), HarnessError> {
         for index in 0..self.nodes.len() {
             let node = &self.nodes[index];
@@ -532,14 +857,100 @@ impl TestCluster {
                 HarnessError::Unexpected(format!("cannot serialize the config of {}: {e}", node.id))
             })?;
             let text = format!(
-                "# {} of test cluster '{CLUSTER_ID}', written by the strongroom-tests harness.\n{text}",
-                node.id
+                "# {} of cluster '{}', written by the strongroom-devenv harness.\n{text}",
+                node.id, self.options.cluster_id
             );
             fs::write(&node.config_path, text).map_err(|e| {
                 HarnessError::io(format!("cannot write {}", node.config_path.display()), e)
             })?;
         }
+        if self.persistent {
+            self.write_state()?;
+        }
         Ok(())
+    }
+
+    /// Writes `<dir>/state.toml` (through a temporary file, so it is whole or absent).
+    fn write_state(&self) -> Result<(), HarnessError> {
+        let o = &self.options;
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| {
+                Value::Table(table([
+                    ("id", Value::from(n.id.as_str())),
+                    ("transport_port", Value::from(i64::from(n.transport_port))),
+                    ("api_port", Value::from(i64::from(n.api_port))),
+                    ("database_url", Value::from(n.database_url.as_str())),
+                ]))
+            })
+            .collect();
+        let strings =
+            |v: &[String]| Value::Array(v.iter().map(|s| Value::from(s.as_str())).collect());
+        let extra_env: Table = o
+            .extra_env
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+            .collect();
+        let state = table([
+            ("version", Value::from(STATE_VERSION)),
+            (
+                "postgres",
+                section([
+                    ("port", Value::from(i64::from(self.postgres.port()))),
+                    (
+                        "durability",
+                        Value::from(match self.postgres.durability() {
+                            Durability::SurvivesPowerLoss => "power-loss",
+                            Durability::SurvivesProcessCrash => "process-crash",
+                        }),
+                    ),
+                ]),
+            ),
+            (
+                "etcd",
+                section([
+                    (
+                        "client_port",
+                        Value::from(i64::from(self.etcd.client_port())),
+                    ),
+                    ("peer_port", Value::from(i64::from(self.etcd.peer_port()))),
+                ]),
+            ),
+            (
+                "options",
+                section([
+                    ("cluster_id", Value::from(o.cluster_id.as_str())),
+                    ("client_name", Value::from(o.client_name.as_str())),
+                    ("client_roles", strings(&o.client_roles)),
+                    ("pool_target", Value::from(o.pool_target)),
+                    ("pool_low_water", Value::from(o.pool_low_water)),
+                    ("pool_max", Value::from(o.pool_max)),
+                    ("pool_concurrency", Value::from(o.pool_concurrency)),
+                    ("interactive_fallback", Value::from(o.interactive_fallback)),
+                    ("sign_digest_endpoint", Value::from(o.sign_digest_endpoint)),
+                    (
+                        "corrupt_partials",
+                        Value::Array(o.corrupt_partials.iter().map(|&i| int(i as u64)).collect()),
+                    ),
+                    ("lease_ttl_secs", int(o.lease_ttl_secs)),
+                    ("extra_env", Value::Table(extra_env)),
+                ]),
+            ),
+            ("nodes", Value::Array(nodes)),
+        ]);
+        let text = toml::to_string(&state).map_err(|e| {
+            HarnessError::Unexpected(format!("cannot serialize the cluster state: {e}"))
+        })?;
+        let text = format!(
+            "# The state of this cluster, written by the strongroom-devenv harness when it was\n\
+             # provisioned: TestCluster::open_in reads it to start the same cluster again.\n{text}"
+        );
+        let path = self.root.join(STATE_FILE);
+        let partial = self.root.join(format!("{STATE_FILE}.partial"));
+        fs::write(&partial, text)
+            .and_then(|()| fs::rename(&partial, &path))
+            .map_err(|e| HarnessError::io(format!("cannot write {}", path.display()), e))
     }
 
     /// The configuration of node `index`, in the format of `node/runtime/examples/node.toml`.
@@ -558,14 +969,19 @@ impl TestCluster {
                 )
             })
             .collect();
-        let roles = Value::Array(CLIENT_ROLES.iter().map(|&r| Value::from(r)).collect());
-        let clients = section([(CLIENT_NAME, roles)]);
+        let roles = Value::Array(
+            o.client_roles
+                .iter()
+                .map(|r| Value::from(r.as_str()))
+                .collect(),
+        );
+        let clients = section([(o.client_name.as_str(), roles)]);
         table([
             (
                 "node",
                 section([
                     ("id", Value::from(node.id.as_str())),
-                    ("cluster_id", Value::from(CLUSTER_ID)),
+                    ("cluster_id", Value::from(o.cluster_id.as_str())),
                     ("network", Value::from("regtest")),
                     ("dev_mode", Value::from(true)),
                 ]),
@@ -665,8 +1081,11 @@ impl TestCluster {
             .arg(&node.config_path)
             .current_dir(&node.work_dir);
         clean_env(&mut command);
+        match &node.softhsm_conf {
+            Some(conf) => command.env("SOFTHSM2_CONF", conf),
+            None => command.envs(self.softhsm.env()),
+        };
         command
-            .envs(self.softhsm.env())
             .env("RUST_LOG", NODE_LOG_FILTER)
             .env("STRONGROOM_LOG", NODE_LOG_FILTER)
             .env("RUST_BACKTRACE", "1")
@@ -674,6 +1093,9 @@ impl TestCluster {
             .envs(env.iter().map(|(k, v)| (k, v)));
         let name = node.log_name(node.incarnations + 1);
         let process = ChildProcess::spawn(&name, command, &self.root.join("logs"))?;
+        if self.persistent {
+            detached::record(&self.root, &node.id, process.id())?;
+        }
         let node = &mut self.nodes[index];
         node.incarnations += 1;
         node.process = Some(process);
@@ -698,6 +1120,7 @@ impl TestCluster {
             };
             if let Some(status) = status {
                 self.nodes[index].process = None;
+                self.forget_pid(index);
                 return Err(HarnessError::Exited {
                     name: self.nodes[index].id.clone(),
                     status,
@@ -712,6 +1135,7 @@ impl TestCluster {
                 if let Some(mut process) = self.nodes[index].process.take() {
                     // Nothing more to learn from it; the logs are what the error shows.
                     let _ = process.kill();
+                    self.forget_pid(index);
                 }
                 return Err(HarnessError::Timeout {
                     name: self.nodes[index].id.clone(),
@@ -759,6 +1183,9 @@ impl TestCluster {
         for node in &mut self.nodes {
             if let Some(mut process) = node.process.take() {
                 let _ = process.kill();
+                if self.persistent {
+                    detached::forget(&self.root, &node.id);
+                }
             }
         }
     }
@@ -771,15 +1198,8 @@ impl TestCluster {
         };
         let logs = self.root.join("logs");
         let servers = [
-            (self.postgres.socket_dir().to_path_buf(), "postgres"),
-            (
-                self.etcd
-                    .data_dir()
-                    .parent()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_default(),
-                "etcd",
-            ),
+            (self.postgres.log_dir().to_path_buf(), "postgres"),
+            (self.etcd.log_dir().to_path_buf(), "etcd"),
         ];
         for (server_dir, name) in servers {
             for stream in ["stdout", "stderr"] {
@@ -799,6 +1219,11 @@ impl TestCluster {
 impl Drop for TestCluster {
     fn drop(&mut self) {
         self.kill_all();
+        if self.persistent && !self.detached {
+            // PostgreSQL and etcd stop when their fields drop, right after this.
+            detached::forget(&self.root, detached::POSTGRES);
+            detached::forget(&self.root, detached::ETCD);
+        }
         if std::env::var_os(KEEP_DIRS_ENV).is_some_and(|v| !v.is_empty()) {
             self.keep_dir();
         }
@@ -813,6 +1238,7 @@ fn cluster_init(
     softhsm: &SoftHsm,
     root: &Path,
     ids: &[String],
+    options: &ClusterOptions,
 ) -> Result<(), HarnessError> {
     let mut command = Command::new(binary);
     command
@@ -821,12 +1247,12 @@ fn cluster_init(
         .args(["--token-label", "strongroom-{node}"])
         .arg("--pin-file")
         .arg(root.join("pins").join("{node}.pin"))
-        .args(["cluster", "init", "--cluster-id", CLUSTER_ID])
+        .args(["cluster", "init", "--cluster-id", &options.cluster_id])
         .arg("--nodes")
         .arg(ids.join(","))
         .arg("--clients")
         // The certificate names only the client; each node's config assigns its roles.
-        .arg(format!("{CLIENT_NAME}:admin"))
+        .arg(format!("{}:admin", options.client_name))
         .arg("--out")
         .arg(root.join("pki"))
         .current_dir(root);
@@ -853,6 +1279,187 @@ fn join<T>(
     handle
         .join()
         .unwrap_or_else(|_| Err(HarnessError::Unexpected(format!("{what} panicked"))))
+}
+
+/// The SoftHSM installation of node `id` of a persistent cluster.
+fn node_hsm_dir(root: &Path, id: &str) -> PathBuf {
+    root.join("hsm").join(id)
+}
+
+/// As root, lets other users search (not list) a persistent cluster's directory: PostgreSQL
+/// runs as the `postgres` user and must reach its directory inside.
+fn make_traversable(root: &Path) -> Result<(), HarnessError> {
+    use std::os::unix::fs::PermissionsExt;
+    if effective_uid() != 0 {
+        return Ok(());
+    }
+    let meta = fs::metadata(root)
+        .map_err(|e| HarnessError::io(format!("cannot read {}", root.display()), e))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o001 == 0 {
+        fs::set_permissions(root, fs::Permissions::from_mode((mode | 0o001) & 0o7777)).map_err(
+            |e| HarnessError::io(format!("cannot change the mode of {}", root.display()), e),
+        )?;
+    }
+    Ok(())
+}
+
+/// A persistent cluster's state file, read back.
+struct State {
+    options: ClusterOptions,
+    postgres_port: u16,
+    durability: Durability,
+    etcd_client_port: u16,
+    etcd_peer_port: u16,
+    nodes: Vec<NodeState>,
+}
+
+struct NodeState {
+    id: String,
+    transport_port: u16,
+    api_port: u16,
+    database_url: String,
+}
+
+impl State {
+    fn read(root: &Path) -> Result<Self, HarnessError> {
+        let path = root.join(STATE_FILE);
+        let text = fs::read_to_string(&path).map_err(|e| {
+            HarnessError::io(
+                format!(
+                    "cannot read {} (is {} a cluster that TestCluster::provision_in made?)",
+                    path.display(),
+                    root.display()
+                ),
+                e,
+            )
+        })?;
+        let bad = |what: &str| {
+            HarnessError::Unexpected(format!("{}: {what} is missing or invalid", path.display()))
+        };
+        let t: Table = text
+            .parse()
+            .map_err(|e| HarnessError::Unexpected(format!("{}: {e}", path.display())))?;
+        if t.get("version").and_then(Value::as_integer) != Some(STATE_VERSION) {
+            return Err(bad("version (this harness reads version 1)"));
+        }
+        let get = |section: &str, key: &str| t.get(section).and_then(|s| s.get(key)).cloned();
+        let port = |section: &str, key: &str| {
+            get(section, key)
+                .and_then(|v| v.as_integer())
+                .and_then(|i| u16::try_from(i).ok())
+                .ok_or_else(|| bad(&format!("[{section}] {key}")))
+        };
+        let o = t
+            .get("options")
+            .and_then(Value::as_table)
+            .ok_or_else(|| bad("[options]"))?;
+        let text_of = |key: &str| {
+            o.get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| bad(&format!("[options] {key}")))
+        };
+        let u32_of = |key: &str| {
+            o.get(key)
+                .and_then(Value::as_integer)
+                .and_then(|i| u32::try_from(i).ok())
+                .ok_or_else(|| bad(&format!("[options] {key}")))
+        };
+        let bool_of = |key: &str| {
+            o.get(key)
+                .and_then(Value::as_bool)
+                .ok_or_else(|| bad(&format!("[options] {key}")))
+        };
+        let client_roles = o
+            .get("client_roles")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_owned)).collect())
+            .ok_or_else(|| bad("[options] client_roles"))?;
+        let corrupt_partials = o
+            .get("corrupt_partials")
+            .and_then(Value::as_array)
+            .and_then(|a| {
+                a.iter()
+                    .map(|v| v.as_integer().and_then(|i| usize::try_from(i).ok()))
+                    .collect()
+            })
+            .ok_or_else(|| bad("[options] corrupt_partials"))?;
+        let extra_env = o
+            .get("extra_env")
+            .and_then(Value::as_table)
+            .and_then(|env| {
+                env.iter()
+                    .map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                    .collect()
+            })
+            .ok_or_else(|| bad("[options] extra_env"))?;
+        let nodes: Vec<NodeState> = t
+            .get("nodes")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("[[nodes]]"))?
+            .iter()
+            .map(|n| {
+                let port = |key: &str| {
+                    n.get(key)
+                        .and_then(Value::as_integer)
+                        .and_then(|i| u16::try_from(i).ok())
+                        .ok_or_else(|| bad(&format!("[[nodes]] {key}")))
+                };
+                let text = |key: &str| {
+                    n.get(key)
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                        .ok_or_else(|| bad(&format!("[[nodes]] {key}")))
+                };
+                Ok(NodeState {
+                    id: text("id")?,
+                    transport_port: port("transport_port")?,
+                    api_port: port("api_port")?,
+                    database_url: text("database_url")?,
+                })
+            })
+            .collect::<Result<_, HarnessError>>()?;
+        if nodes.is_empty() {
+            return Err(bad("[[nodes]]"));
+        }
+        let durability = match get("postgres", "durability")
+            .as_ref()
+            .and_then(Value::as_str)
+        {
+            Some("power-loss") => Durability::SurvivesPowerLoss,
+            Some("process-crash") => Durability::SurvivesProcessCrash,
+            _ => return Err(bad("[postgres] durability")),
+        };
+        let options = ClusterOptions {
+            nodes: nodes.len(),
+            pool_target: u32_of("pool_target")?,
+            pool_low_water: u32_of("pool_low_water")?,
+            pool_max: u32_of("pool_max")?,
+            pool_concurrency: u32_of("pool_concurrency")?,
+            interactive_fallback: bool_of("interactive_fallback")?,
+            sign_digest_endpoint: bool_of("sign_digest_endpoint")?,
+            corrupt_partials,
+            lease_ttl_secs: o
+                .get("lease_ttl_secs")
+                .and_then(Value::as_integer)
+                .and_then(|i| u64::try_from(i).ok())
+                .ok_or_else(|| bad("[options] lease_ttl_secs"))?,
+            extra_env,
+            cluster_id: text_of("cluster_id")?,
+            client_name: text_of("client_name")?,
+            client_roles,
+            node_binary: None,
+        };
+        Ok(Self {
+            options,
+            postgres_port: port("postgres", "port")?,
+            durability,
+            etcd_client_port: port("etcd", "client_port")?,
+            etcd_peer_port: port("etcd", "peer_port")?,
+            nodes,
+        })
+    }
 }
 
 fn create_dir(path: &Path) -> Result<(), HarnessError> {
@@ -934,6 +1541,11 @@ mod tests {
         assert!(o.interactive_fallback && o.sign_digest_endpoint);
         assert!(o.corrupt_partials.is_empty() && o.extra_env.is_empty());
         assert_eq!(o.lease_ttl_secs, 2);
+        assert_eq!(
+            (o.cluster_id.as_str(), o.client_name.as_str()),
+            ("test", "ops")
+        );
+        assert_eq!(o.client_roles, CLIENT_ROLES);
     }
 
     #[test]

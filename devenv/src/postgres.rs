@@ -1,4 +1,5 @@
-//! A throwaway PostgreSQL server per test, from the system's server binaries.
+//! PostgreSQL servers from the system's server binaries: a throwaway one per test, or one in a
+//! directory of the caller's that outlives the program (the dev cluster).
 //!
 //! `Postgres::start()` runs `initdb` into a fresh temporary directory and starts `postgres` on
 //! 127.0.0.1 with a free port; its unix socket lives in the same directory, so nothing is
@@ -6,12 +7,15 @@
 //! authentication is `trust` (loopback only). Dropping the value stops the server and removes
 //! the directory.
 //!
+//! `Postgres::start_in(dir, ...)` does the same in `dir` (kept), `Postgres::open_in` starts the
+//! server of such a directory again on its port, and `Postgres::detach` leaves the server
+//! running when the value goes.
+//!
 //! PostgreSQL refuses to run as root: when the tests run as root, `initdb` and `postgres`
 //! run as the `postgres` system user (created by Debian's `postgresql` package), and the
-//! temporary directory is handed to that user.
-
+//! server's directory is handed to that user, which must be able to reach it.
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, chown};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,10 +23,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
-use tempfile::TempDir;
 
 use crate::ports::free_tcp_port;
-use crate::process::{ChildProcess, HarnessError, effective_uid, run};
+use crate::process::{ChildProcess, HarnessDir, HarnessError, effective_uid, run};
 
 /// The superuser that `initdb` creates.
 pub const SUPERUSER: &str = "strongroom";
@@ -34,6 +37,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(30);
 const START_ATTEMPTS: usize = 5;
 const PACKAGE_HINT: &str = "install the Debian package postgresql, or run deploy/dev/setup.sh";
+/// Longest unix socket path the kernel accepts (`sun_path` holds 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
 
 /// What a test server promises about committed transactions.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,7 +54,7 @@ pub enum Durability {
     SurvivesPowerLoss,
 }
 
-/// A running PostgreSQL server in its own temporary directory.
+/// A running PostgreSQL server in its own directory.
 #[derive(Debug)]
 pub struct Postgres {
     bin_dir: PathBuf,
@@ -57,9 +62,10 @@ pub struct Postgres {
     port: u16,
     durability: Durability,
     run_as: Option<UnixUser>,
+    log_dir: PathBuf,
     server: Option<ChildProcess>,
-    // Declared last: removed after the server has stopped.
-    dir: TempDir,
+    // Declared last: removed (if temporary) after the server has stopped.
+    dir: HarnessDir,
 }
 
 impl Postgres {
@@ -70,16 +76,79 @@ impl Postgres {
 
     /// Starts a server with the given durability.
     pub fn start_with(durability: Durability) -> Result<Self, HarnessError> {
-        let bin_dir = find_bin_dir()?;
-        let run_as = if effective_uid() == 0 {
-            Some(UnixUser::lookup("postgres")?)
-        } else {
-            None
-        };
+        let (bin_dir, run_as) = server_setup()?;
         let dir = tempfile::Builder::new()
             .prefix("strongroom-pg-")
             .tempdir_in(temp_base(run_as.is_some()))
             .map_err(|e| HarnessError::io("cannot create a temporary directory", e))?;
+        let log_dir = dir.path().to_path_buf();
+        Self::init_and_start(HarnessDir::Temp(dir), log_dir, durability, bin_dir, run_as)
+    }
+
+    /// Like [`Postgres::start_with`] in `dir` (created if missing; it must not hold a data
+    /// directory yet), which is kept: the data in `<dir>/data`, the logs
+    /// (`postgres.stderr.log`, ...) in `log_dir`. As root, `dir` is handed to the `postgres`
+    /// user, which must be able to reach it (every parent directory searchable by it).
+    pub fn start_in(
+        dir: &Path,
+        log_dir: &Path,
+        durability: Durability,
+    ) -> Result<Self, HarnessError> {
+        let (bin_dir, run_as) = server_setup()?;
+        prepare_kept_dir(dir, log_dir, run_as.as_ref())?;
+        if dir.join("data").exists() {
+            return Err(HarnessError::Misuse(format!(
+                "{} already holds a PostgreSQL data directory: start it with Postgres::open_in",
+                dir.display()
+            )));
+        }
+        Self::init_and_start(
+            HarnessDir::Kept(dir.to_path_buf()),
+            log_dir.to_path_buf(),
+            durability,
+            bin_dir,
+            run_as,
+        )
+    }
+
+    /// Starts the server of a directory [`Postgres::start_in`] prepared, on `port` (its port
+    /// before), and waits until it accepts connections. The directory is kept.
+    pub fn open_in(
+        dir: &Path,
+        log_dir: &Path,
+        port: u16,
+        durability: Durability,
+    ) -> Result<Self, HarnessError> {
+        let (bin_dir, run_as) = server_setup()?;
+        let data_dir = dir.join("data");
+        if !data_dir.join("PG_VERSION").is_file() {
+            return Err(HarnessError::Misuse(format!(
+                "{} holds no PostgreSQL data directory (no PG_VERSION)",
+                data_dir.display()
+            )));
+        }
+        prepare_kept_dir(dir, log_dir, run_as.as_ref())?;
+        let mut postgres = Self {
+            bin_dir,
+            data_dir,
+            port,
+            durability,
+            run_as,
+            log_dir: log_dir.to_path_buf(),
+            server: None,
+            dir: HarnessDir::Kept(dir.to_path_buf()),
+        };
+        postgres.spawn_after_crash()?;
+        Ok(postgres)
+    }
+
+    fn init_and_start(
+        dir: HarnessDir,
+        log_dir: PathBuf,
+        durability: Durability,
+        bin_dir: PathBuf,
+        run_as: Option<UnixUser>,
+    ) -> Result<Self, HarnessError> {
         if let Some(user) = &run_as {
             chown(dir.path(), Some(user.uid), Some(user.gid)).map_err(|e| {
                 HarnessError::io(
@@ -105,6 +174,7 @@ impl Postgres {
             port: 0,
             durability,
             run_as,
+            log_dir,
             server: None,
             dir,
         };
@@ -121,12 +191,47 @@ impl Postgres {
         )))
     }
 
+    /// Leaves the server running when this value is dropped and returns its pid (`None` when
+    /// no server runs). Only for a server whose directory is kept ([`Postgres::start_in`],
+    /// [`Postgres::open_in`]): stop it later by its pid (SIGINT, see [`crate::detached`]).
+    pub fn detach(&mut self) -> Result<Option<u32>, HarnessError> {
+        if !self.dir.is_kept() {
+            return Err(HarnessError::Misuse(
+                "a server in a temporary directory cannot outlive it: use Postgres::start_in"
+                    .to_owned(),
+            ));
+        }
+        let Some(mut server) = self.server.take() else {
+            return Ok(None);
+        };
+        if server.try_status()?.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(server.detach()))
+    }
+
+    /// The process id of the server, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(ChildProcess::id)
+    }
+
+    /// The durability the server runs with.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// The directory holding the server's log files.
+    pub fn log_dir(&self) -> &Path {
+        &self.log_dir
+    }
+
     /// The TCP port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// The directory holding the server's unix socket (and its logs).
+    /// The directory holding the server's unix socket (unless its path is too long for a
+    /// socket; then the server listens on TCP only).
     pub fn socket_dir(&self) -> &Path {
         self.dir.path()
     }
@@ -190,6 +295,11 @@ impl Postgres {
     /// runs), and waits until it accepts connections.
     pub fn restart(&mut self) -> Result<(), HarnessError> {
         self.stop()?;
+        self.spawn_after_crash()
+    }
+
+    /// Starts the server, retrying while processes of a killed server are still exiting.
+    fn spawn_after_crash(&mut self) -> Result<(), HarnessError> {
         // After a kill, the old server's background processes notice their postmaster is gone
         // and exit within moments; until then PostgreSQL refuses to start on the same data.
         let started = Instant::now();
@@ -209,6 +319,13 @@ impl Postgres {
     }
 
     fn spawn_server(&mut self) -> Result<(), HarnessError> {
+        let socket = self.dir.path().join(format!(".s.PGSQL.{}", self.port));
+        let socket_dir = if socket.as_os_str().len() <= MAX_SOCKET_PATH {
+            self.dir.path().display().to_string()
+        } else {
+            // TCP only: every client of the harness connects over TCP.
+            String::new()
+        };
         let mut command = Command::new(self.bin_dir.join("postgres"));
         command
             .arg("-D")
@@ -217,10 +334,7 @@ impl Postgres {
             .arg(self.port.to_string())
             .args(["-c", "listen_addresses=127.0.0.1"])
             .arg("-c")
-            .arg(format!(
-                "unix_socket_directories={}",
-                self.dir.path().display()
-            ))
+            .arg(format!("unix_socket_directories={socket_dir}"))
             .args(["-c", "shared_buffers=32MB", "-c", "max_connections=100"])
             .args([
                 "-c",
@@ -232,7 +346,7 @@ impl Postgres {
             command.args(["-c", "fsync=off", "-c", "full_page_writes=off"]);
         }
         prepare(&mut command, self.dir.path(), self.run_as.as_ref());
-        let mut server = ChildProcess::spawn("postgres", command, self.dir.path())?;
+        let mut server = ChildProcess::spawn("postgres", command, &self.log_dir)?;
         let pid_file = self.data_dir.join("postmaster.pid");
         let pid = server.id();
         let waited = server.wait_until("accepting connections", START_TIMEOUT, || {
@@ -251,6 +365,7 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         // Nothing useful can be done with an error while dropping; ChildProcess kills on drop.
+        // A detached server is no longer held here and keeps running.
         let _ = self.stop();
     }
 }
@@ -282,6 +397,68 @@ impl UnixUser {
             ))),
         }
     }
+}
+
+/// The server binaries, and the user to run them as (`postgres` when this process is root).
+fn server_setup() -> Result<(PathBuf, Option<UnixUser>), HarnessError> {
+    let bin_dir = find_bin_dir()?;
+    let run_as = if effective_uid() == 0 {
+        Some(UnixUser::lookup("postgres")?)
+    } else {
+        None
+    };
+    Ok((bin_dir, run_as))
+}
+
+/// Creates a kept server directory and its log directory; as root, checks that the `postgres`
+/// user can reach the server directory and hands it over.
+fn prepare_kept_dir(
+    dir: &Path,
+    log_dir: &Path,
+    run_as: Option<&UnixUser>,
+) -> Result<(), HarnessError> {
+    for d in [dir, log_dir] {
+        fs::create_dir_all(d)
+            .map_err(|e| HarnessError::io(format!("cannot create {}", d.display()), e))?;
+    }
+    if let Some(user) = run_as {
+        check_reachable(dir, user)?;
+        chown(dir, Some(user.uid), Some(user.gid)).map_err(|e| {
+            HarnessError::io(format!("cannot hand {} to postgres", dir.display()), e)
+        })?;
+    }
+    Ok(())
+}
+
+/// Fails, naming the directory and the fix, when `user` cannot search every parent of `dir`.
+fn check_reachable(dir: &Path, user: &UnixUser) -> Result<(), HarnessError> {
+    let dir = fs::canonicalize(dir)
+        .map_err(|e| HarnessError::io(format!("cannot resolve {}", dir.display()), e))?;
+    for parent in dir.ancestors().skip(1) {
+        let meta = fs::metadata(parent)
+            .map_err(|e| HarnessError::io(format!("cannot read {}", parent.display()), e))?;
+        let mode = meta.permissions().mode();
+        let searchable = if meta.uid() == user.uid {
+            mode & 0o100 != 0
+        } else if meta.gid() == user.gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !searchable {
+            return Err(HarnessError::Misuse(format!(
+                "PostgreSQL refuses to run as root, so it runs as the postgres user, which cannot \
+                 reach {}: {} (mode {:o}) is not searchable by it. Use a directory whose parents \
+                 are all searchable (e.g. under /srv or /tmp), allow it with \
+                 `chmod o+x {}`, or run as a regular user",
+                dir.display(),
+                parent.display(),
+                mode & 0o7777,
+                parent.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Sets up a server-side command: empty environment, working directory inside the test's

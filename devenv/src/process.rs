@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, kill_process};
+use tempfile::TempDir;
 
 /// How many lines of each log an error shows.
 const LOG_TAIL_LINES: usize = 30;
@@ -251,6 +252,17 @@ impl ChildProcess {
         }
     }
 
+    /// Leaves the process running: it is neither killed nor reaped when this value goes, and
+    /// outlives this program (its output still goes to the log files). Returns its pid; from
+    /// now on only that pid reaches it (see [`crate::detached`]).
+    pub fn detach(self) -> u32 {
+        let pid = self.id();
+        // Forgetting the value skips the kill of `Drop`; `Child` itself holds no pipe (stdin is
+        // null, the output goes to files), so nothing but a few bytes of memory is left behind.
+        std::mem::forget(self);
+        pid
+    }
+
     /// Kills the process at once (SIGKILL, as a crash would end it) and reaps it.
     pub fn kill(&mut self) -> Result<ExitStatus, HarnessError> {
         if let Some(status) = self.try_status()? {
@@ -281,6 +293,30 @@ impl Drop for ChildProcess {
     fn drop(&mut self) {
         // Nothing useful can be done with an error while dropping.
         let _ = self.kill();
+    }
+}
+
+/// The directory a server or a cluster lives in: a temporary one, removed on drop (tests), or
+/// one given by the caller that outlives this program (the dev cluster).
+#[derive(Debug)]
+pub(crate) enum HarnessDir {
+    /// Removed when dropped.
+    Temp(TempDir),
+    /// Kept: the caller's.
+    Kept(PathBuf),
+}
+
+impl HarnessDir {
+    pub(crate) fn path(&self) -> &Path {
+        match self {
+            Self::Temp(dir) => dir.path(),
+            Self::Kept(path) => path,
+        }
+    }
+
+    /// Whether the directory outlives this value.
+    pub(crate) fn is_kept(&self) -> bool {
+        matches!(self, Self::Kept(_))
     }
 }
 

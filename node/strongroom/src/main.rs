@@ -3,6 +3,7 @@
 //! Each command group lives in its own module under `cmd/`; this file only parses the command
 //! line, sets up logging and reports errors.
 
+mod api_args;
 mod cmd;
 mod output;
 mod token_args;
@@ -45,6 +46,11 @@ enum Command {
     /// Firmware profiles: the digests of a build.
     #[command(subcommand)]
     FirmwareProfile(cmd::firmware_profile::FirmwareProfileCommand),
+    /// Threshold keys of the cluster, through the node API (create, list, show).
+    Keys(cmd::keys::KeysArgs),
+    /// The local dev cluster under .dev/ that stays up between commands (up, status, down).
+    #[command(subcommand)]
+    Dev(cmd::dev::DevCommand),
 }
 
 fn main() -> ExitCode {
@@ -53,8 +59,11 @@ fn main() -> ExitCode {
     // token's mechanisms; that is noise, not a fault.
     // A node logs what it does; one-shot commands only warnings. STRONGROOM_LOG (or RUST_LOG)
     // overrides either.
+    // The API commands say which node failed in their error; the client's warning for every
+    // node it fails over from would only repeat it.
     let default_filter = match cli.command {
         Command::Node(_) => "info,cryptoki::mechanism=off",
+        Command::Keys(_) => "warn,strongroom_client=error,cryptoki::mechanism=off",
         _ => "warn,cryptoki::mechanism=off",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRONGROOM_LOG")
@@ -71,6 +80,8 @@ fn main() -> ExitCode {
         Command::Bench(c) => cmd::bench::run(c, &cli.token, &out),
         Command::Cluster(c) => cmd::cluster::run(c, &cli.token, &out),
         Command::FirmwareProfile(c) => cmd::firmware_profile::run(c, &out),
+        Command::Keys(c) => cmd::keys::run(c, &out),
+        Command::Dev(c) => cmd::dev::run(c, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,8 @@
 pub(crate) mod bench;
 pub(crate) mod bench_cluster;
 pub(crate) mod cluster;
+pub(crate) mod dev;
 pub(crate) mod firmware_profile;
+pub(crate) mod keys;
 pub(crate) mod keystore;
 pub(crate) mod node;
