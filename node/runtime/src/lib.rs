@@ -8,6 +8,7 @@
 //! - [`leader`]: what the elected leader drives (aux info once per cluster, pool refills);
 //! - [`signing`]: online signing from the pool, with the interactive fallback;
 //! - [`control`]: the messages nodes exchange over the transport;
+//! - [`votes`]: signed policy votes and their verification against the voter's certificate;
 //! - [`config`]: the node configuration file.
 
 pub mod config;
@@ -19,6 +20,7 @@ pub mod routes;
 pub mod run;
 pub mod session_ids;
 pub mod signing;
+pub mod votes;
 
 pub use config::{Config, ConfigError};
 pub use run::{NodeError, run};

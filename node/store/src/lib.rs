@@ -7,6 +7,7 @@
 //! ([`Store::consume_presignature`], [`Store::meta`]).
 
 mod migrations;
+mod requests;
 
 use std::future::Future;
 use std::time::Duration;
@@ -16,6 +17,10 @@ use tokio_postgres::NoTls;
 use tracing::info;
 
 pub use migrations::MIGRATIONS;
+pub use requests::{
+    ApprovalRecord, NewSignRequest, NewVote, SIGN_REQUEST_STATES, SignRequestRecord,
+    VOTE_DECISIONS, VoteRecord, sign_request_transition_allowed,
+};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]

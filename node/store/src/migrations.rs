@@ -10,6 +10,11 @@ use crate::StoreError;
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "engine", include_str!("../migrations/0001_engine.sql")),
     (2, "signing", include_str!("../migrations/0002_signing.sql")),
+    (
+        3,
+        "requests",
+        include_str!("../migrations/0003_requests.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming the advisory lock that serializes migrations.

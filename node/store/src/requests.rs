@@ -1,0 +1,582 @@
+//! Policy-gated signing requests: the request and its state machine, each node's signed policy
+//! vote and the human approvals.
+//!
+//! A request moves `voting` → `awaiting_approvals` | `approved` | `rejected` | `failed`,
+//! `awaiting_approvals` → `approved` | `rejected` | `failed`, `approved` → `signing` | `failed`
+//! and `signing` → `signed` | `failed` | `approved` (back to `approved` so a new leader can retry
+//! after a failed signing attempt). Every change is an atomic compare-and-set on the state.
+
+use std::time::SystemTime;
+
+use serde_json::Value;
+use tokio_postgres::error::SqlState;
+
+use crate::{Store, StoreError};
+
+/// Every state a signing request can be in.
+pub const SIGN_REQUEST_STATES: &[&str] = &[
+    "voting",
+    "awaiting_approvals",
+    "approved",
+    "signing",
+    "signed",
+    "rejected",
+    "failed",
+];
+
+/// Every decision a policy vote can carry.
+pub const VOTE_DECISIONS: &[&str] = &["allow", "deny", "needs_approvals"];
+
+/// States whose requests count against a key's spending window.
+const SPENDING_STATES: &[&str] = &["approved", "signing", "signed"];
+
+/// Whether a signing request may move from state `from` to state `to`.
+pub fn sign_request_transition_allowed(from: &str, to: &str) -> bool {
+    matches!(
+        (from, to),
+        (
+            "voting",
+            "awaiting_approvals" | "approved" | "rejected" | "failed"
+        ) | ("awaiting_approvals", "approved" | "rejected" | "failed")
+            | ("approved", "signing" | "failed")
+            | ("signing", "signed" | "failed" | "approved")
+    )
+}
+
+/// A signing request to store.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSignRequest<'a> {
+    /// Request id.
+    pub request_id: &'a str,
+    /// Key id (must exist).
+    pub key_id: &'a str,
+    /// The 32-byte request digest binding the PSBT, the key id and every derivation path.
+    pub digest: &'a [u8],
+    /// The PSBT as submitted (base64).
+    pub psbt: &'a str,
+    /// Free-text memo of the submitter.
+    pub memo: Option<&'a str>,
+    /// Name of the client that submitted it.
+    pub submitter: &'a str,
+    /// The transaction summary (its `spend_sat` counts against the spending window).
+    pub summary: &'a Value,
+}
+
+/// A signing request as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignRequestRecord {
+    /// Request id.
+    pub request_id: String,
+    /// Key id.
+    pub key_id: String,
+    /// The 32-byte request digest.
+    pub digest: Vec<u8>,
+    /// The PSBT as submitted (base64).
+    pub psbt: String,
+    /// The signed PSBT (base64), once signed.
+    pub signed_psbt: Option<String>,
+    /// The finalized transaction (hex), once signed, when it could be finalized.
+    pub tx_hex: Option<String>,
+    /// Free-text memo of the submitter.
+    pub memo: Option<String>,
+    /// Name of the client that submitted it.
+    pub submitter: String,
+    /// One of [`SIGN_REQUEST_STATES`].
+    pub state: String,
+    /// The transaction summary.
+    pub summary: Value,
+    /// The reason given with the last state change, if any (why it failed or was rejected).
+    pub error: Option<String>,
+    /// When it was first submitted.
+    pub created_at: SystemTime,
+    /// When it last changed.
+    pub updated_at: SystemTime,
+}
+
+/// A node's signed policy vote to store.
+#[derive(Debug, Clone, Copy)]
+pub struct NewVote<'a> {
+    /// Request id (must exist).
+    pub request_id: &'a str,
+    /// The voting node.
+    pub node_id: &'a str,
+    /// One of [`VOTE_DECISIONS`].
+    pub decision: &'a str,
+    /// Why: a JSON array of strings.
+    pub reasons: &'a Value,
+    /// Hash of the policy the node evaluated.
+    pub policy_hash: &'a [u8],
+    /// The 32 bytes of signing entropy the node contributed with its vote.
+    pub entropy: &'a [u8],
+    /// The exact bytes the node signed.
+    pub signed_vote: &'a [u8],
+    /// The node's signature over `signed_vote`.
+    pub signature: &'a [u8],
+}
+
+/// A policy vote as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VoteRecord {
+    /// Request id.
+    pub request_id: String,
+    /// The voting node.
+    pub node_id: String,
+    /// One of [`VOTE_DECISIONS`].
+    pub decision: String,
+    /// Why: a JSON array of strings.
+    pub reasons: Value,
+    /// Hash of the policy the node evaluated.
+    pub policy_hash: Vec<u8>,
+    /// The node's 32 bytes of signing entropy.
+    pub entropy: Vec<u8>,
+    /// The exact bytes the node signed.
+    pub signed_vote: Vec<u8>,
+    /// The node's signature over `signed_vote`.
+    pub signature: Vec<u8>,
+    /// When this node first received it.
+    pub received_at: SystemTime,
+}
+
+/// A verified human approval as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRecord {
+    /// Request id.
+    pub request_id: String,
+    /// Name of the approver.
+    pub approver: String,
+    /// The approver's signature (verified before it was recorded).
+    pub signature: Vec<u8>,
+    /// When it was verified and recorded.
+    pub verified_at: SystemTime,
+}
+
+const REQUEST_COLUMNS: &str = "request_id, key_id, digest, psbt, signed_psbt, tx_hex, memo, \
+     submitter, state, summary, error, created_at, updated_at";
+
+const VOTE_COLUMNS: &str = "request_id, node_id, decision, reasons, policy_hash, entropy, \
+     signed_vote, signature, received_at";
+
+fn request_from_row(r: &tokio_postgres::Row) -> SignRequestRecord {
+    SignRequestRecord {
+        request_id: r.get(0),
+        key_id: r.get(1),
+        digest: r.get(2),
+        psbt: r.get(3),
+        signed_psbt: r.get(4),
+        tx_hex: r.get(5),
+        memo: r.get(6),
+        submitter: r.get(7),
+        state: r.get(8),
+        summary: r.get(9),
+        error: r.get(10),
+        created_at: r.get(11),
+        updated_at: r.get(12),
+    }
+}
+
+fn vote_from_row(r: &tokio_postgres::Row) -> VoteRecord {
+    VoteRecord {
+        request_id: r.get(0),
+        node_id: r.get(1),
+        decision: r.get(2),
+        reasons: r.get(3),
+        policy_hash: r.get(4),
+        entropy: r.get(5),
+        signed_vote: r.get(6),
+        signature: r.get(7),
+        received_at: r.get(8),
+    }
+}
+
+fn is_foreign_key_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION)
+}
+
+fn check_state(state: &str) -> Result<(), StoreError> {
+    if SIGN_REQUEST_STATES.contains(&state) {
+        Ok(())
+    } else {
+        Err(StoreError::Refused(format!(
+            "unknown signing request state {state:?}"
+        )))
+    }
+}
+
+impl Store {
+    /// Stores a new signing request in state `voting`. When a request for the same key and
+    /// digest exists already (the same PSBT submitted again), returns that one instead, with
+    /// `false`. Refused when the digest is not 32 bytes or the request id is taken by a
+    /// different request; [`StoreError::NotFound`] when the key does not exist.
+    pub async fn insert_sign_request(
+        &self,
+        r: &NewSignRequest<'_>,
+    ) -> Result<(SignRequestRecord, bool), StoreError> {
+        if r.digest.len() != 32 {
+            return Err(StoreError::Refused(format!(
+                "request digest must be 32 bytes, got {}",
+                r.digest.len()
+            )));
+        }
+        let client = self.pool.get().await?;
+        let inserted = client
+            .query_opt(
+                &format!(
+                    "INSERT INTO sign_requests (request_id, key_id, digest, psbt, memo, submitter, \
+                     state, summary) VALUES ($1, $2, $3, $4, $5, $6, 'voting', $7) \
+                     ON CONFLICT DO NOTHING RETURNING {REQUEST_COLUMNS}"
+                ),
+                &[
+                    &r.request_id,
+                    &r.key_id,
+                    &r.digest,
+                    &r.psbt,
+                    &r.memo,
+                    &r.submitter,
+                    r.summary,
+                ],
+            )
+            .await
+            .map_err(|e| {
+                if is_foreign_key_violation(&e) {
+                    StoreError::NotFound(format!("key {}", r.key_id))
+                } else {
+                    StoreError::Db(e)
+                }
+            })?;
+        if let Some(row) = inserted {
+            return Ok((request_from_row(&row), true));
+        }
+        // A conflict: either the same PSBT for the same key (return it), or the request id is
+        // taken by something else (refuse). Under READ COMMITTED this statement sees the row a
+        // concurrent insert committed.
+        let existing = client
+            .query_opt(
+                &format!(
+                    "SELECT {REQUEST_COLUMNS} FROM sign_requests WHERE key_id = $1 AND digest = $2"
+                ),
+                &[&r.key_id, &r.digest],
+            )
+            .await?;
+        match existing {
+            Some(row) => Ok((request_from_row(&row), false)),
+            None => Err(StoreError::Refused(format!(
+                "request id {} is already used by a different request",
+                r.request_id
+            ))),
+        }
+    }
+
+    /// One signing request by id.
+    pub async fn sign_request(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<SignRequestRecord>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {REQUEST_COLUMNS} FROM sign_requests WHERE request_id = $1"),
+                &[&request_id],
+            )
+            .await?;
+        Ok(row.as_ref().map(request_from_row))
+    }
+
+    /// Signing requests, newest first, optionally only those in `state` and/or from
+    /// `submitter`, at most `limit` (a negative limit counts as zero).
+    pub async fn sign_requests(
+        &self,
+        state: Option<&str>,
+        submitter: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<SignRequestRecord>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {REQUEST_COLUMNS} FROM sign_requests \
+                     WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR submitter = $2) \
+                     ORDER BY created_at DESC, request_id DESC LIMIT $3"
+                ),
+                &[&state, &submitter, &limit.max(0)],
+            )
+            .await?;
+        Ok(rows.iter().map(request_from_row).collect())
+    }
+
+    /// Moves a signing request to `to` if its current state is one of `from`, atomically
+    /// (compare-and-set): returns `false`, changing nothing, when the current state is not in
+    /// `from`. `error` replaces the stored reason (`None` clears it). Refused when any
+    /// `from` → `to` is not an allowed transition (see
+    /// [`sign_request_transition_allowed`]), and for `to` = `signed`, which needs the outputs:
+    /// use [`Store::finish_sign_request`]. [`StoreError::NotFound`] when there is no such
+    /// request.
+    pub async fn transition_sign_request(
+        &self,
+        request_id: &str,
+        from: &[&str],
+        to: &str,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        check_state(to)?;
+        if from.is_empty() {
+            return Err(StoreError::Refused(format!(
+                "no source state given for the change of request {request_id} to {to}"
+            )));
+        }
+        for f in from {
+            check_state(f)?;
+            if !sign_request_transition_allowed(f, to) {
+                return Err(StoreError::Refused(format!(
+                    "signing request {request_id} cannot move from {f} to {to}"
+                )));
+            }
+        }
+        if to == "signed" {
+            // A signed request always carries its outputs (a table constraint, too).
+            return Err(StoreError::Refused(format!(
+                "signing request {request_id} moves from signing to signed only with its \
+                 outputs (finish_sign_request)"
+            )));
+        }
+        let from: Vec<&str> = from.to_vec();
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                "UPDATE sign_requests SET state = $2, error = $3, updated_at = now() \
+                 WHERE request_id = $1 AND state = ANY($4)",
+                &[&request_id, &to, &error, &from],
+            )
+            .await?;
+        if n == 1 {
+            return Ok(true);
+        }
+        let exists = client
+            .query_opt(
+                "SELECT 1 FROM sign_requests WHERE request_id = $1",
+                &[&request_id],
+            )
+            .await?
+            .is_some();
+        if exists {
+            Ok(false)
+        } else {
+            Err(StoreError::NotFound(format!(
+                "signing request {request_id}"
+            )))
+        }
+    }
+
+    /// Moves a signing request from `signing` to `signed` with its outputs, in one
+    /// transaction. Finishing again with the same outputs succeeds and changes nothing; any
+    /// other current state is refused.
+    pub async fn finish_sign_request(
+        &self,
+        request_id: &str,
+        signed_psbt: &str,
+        tx_hex: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                "SELECT state, signed_psbt, tx_hex FROM sign_requests WHERE request_id = $1 \
+                 FOR UPDATE",
+                &[&request_id],
+            )
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("signing request {request_id}")))?;
+        let state: String = row.get(0);
+        let stored_psbt: Option<String> = row.get(1);
+        let stored_tx: Option<String> = row.get(2);
+        match state.as_str() {
+            "signing" => {}
+            "signed"
+                if stored_psbt.as_deref() == Some(signed_psbt)
+                    && stored_tx.as_deref() == tx_hex =>
+            {
+                return Ok(());
+            }
+            _ => {
+                return Err(StoreError::Refused(format!(
+                    "signing request {request_id} cannot move from {state} to signed"
+                )));
+            }
+        }
+        tx.execute(
+            "UPDATE sign_requests SET state = 'signed', signed_psbt = $2, tx_hex = $3, \
+             error = NULL, updated_at = now() WHERE request_id = $1",
+            &[&request_id, &signed_psbt, &tx_hex],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a node's policy vote. Returns `true` when it is new and `false` when the same
+    /// vote (the same signed bytes and fields) was recorded before. A different vote from the
+    /// same node for the same request is refused: a node cannot change its vote. Refused too
+    /// when the decision is unknown, `reasons` is not an array of strings or the entropy is
+    /// not 32 bytes; [`StoreError::NotFound`] when the request does not exist.
+    pub async fn record_vote(&self, v: &NewVote<'_>) -> Result<bool, StoreError> {
+        if !VOTE_DECISIONS.contains(&v.decision) {
+            return Err(StoreError::Refused(format!(
+                "unknown vote decision {:?} from node {}",
+                v.decision, v.node_id
+            )));
+        }
+        let reasons_ok = v
+            .reasons
+            .as_array()
+            .is_some_and(|a| a.iter().all(Value::is_string));
+        if !reasons_ok {
+            return Err(StoreError::Refused(format!(
+                "vote reasons from node {} must be an array of strings",
+                v.node_id
+            )));
+        }
+        if v.entropy.len() != 32 {
+            return Err(StoreError::Refused(format!(
+                "vote entropy from node {} must be 32 bytes, got {}",
+                v.node_id,
+                v.entropy.len()
+            )));
+        }
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                "INSERT INTO votes (request_id, node_id, decision, reasons, policy_hash, entropy, \
+                 signed_vote, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (request_id, node_id) DO NOTHING",
+                &[
+                    &v.request_id,
+                    &v.node_id,
+                    &v.decision,
+                    v.reasons,
+                    &v.policy_hash,
+                    &v.entropy,
+                    &v.signed_vote,
+                    &v.signature,
+                ],
+            )
+            .await
+            .map_err(|e| {
+                if is_foreign_key_violation(&e) {
+                    StoreError::NotFound(format!("signing request {}", v.request_id))
+                } else {
+                    StoreError::Db(e)
+                }
+            })?;
+        if n == 1 {
+            return Ok(true);
+        }
+        let row = client
+            .query_opt(
+                &format!("SELECT {VOTE_COLUMNS} FROM votes WHERE request_id = $1 AND node_id = $2"),
+                &[&v.request_id, &v.node_id],
+            )
+            .await?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "vote of node {} for request {}",
+                    v.node_id, v.request_id
+                ))
+            })?;
+        let stored = vote_from_row(&row);
+        // The signature is not compared: a signer may produce a different valid signature
+        // over the same bytes. The first one recorded is kept.
+        let same = stored.signed_vote == v.signed_vote
+            && stored.decision == v.decision
+            && &stored.reasons == v.reasons
+            && stored.policy_hash == v.policy_hash
+            && stored.entropy == v.entropy;
+        if same {
+            Ok(false)
+        } else {
+            Err(StoreError::Refused(format!(
+                "node {} already voted {} on request {}; a node cannot change its vote",
+                v.node_id, stored.decision, v.request_id
+            )))
+        }
+    }
+
+    /// Every vote recorded for a request, by node id.
+    pub async fn votes(&self, request_id: &str) -> Result<Vec<VoteRecord>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {VOTE_COLUMNS} FROM votes WHERE request_id = $1 ORDER BY node_id"),
+                &[&request_id],
+            )
+            .await?;
+        Ok(rows.iter().map(vote_from_row).collect())
+    }
+
+    /// Records a verified approval. Returns `true` when it is new and `false` when this
+    /// approver's approval was recorded before (the first signature is kept);
+    /// [`StoreError::NotFound`] when the request does not exist.
+    pub async fn record_approval(
+        &self,
+        request_id: &str,
+        approver: &str,
+        signature: &[u8],
+    ) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                "INSERT INTO approvals (request_id, approver, signature) VALUES ($1, $2, $3) \
+                 ON CONFLICT (request_id, approver) DO NOTHING",
+                &[&request_id, &approver, &signature],
+            )
+            .await
+            .map_err(|e| {
+                if is_foreign_key_violation(&e) {
+                    StoreError::NotFound(format!("signing request {request_id}"))
+                } else {
+                    StoreError::Db(e)
+                }
+            })?;
+        Ok(n == 1)
+    }
+
+    /// Every approval recorded for a request, by approver.
+    pub async fn approvals(&self, request_id: &str) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT request_id, approver, signature, verified_at FROM approvals \
+                 WHERE request_id = $1 ORDER BY approver",
+                &[&request_id],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ApprovalRecord {
+                request_id: r.get(0),
+                approver: r.get(1),
+                signature: r.get(2),
+                verified_at: r.get(3),
+            })
+            .collect())
+    }
+
+    /// Satoshis a key has committed to spend since `since`: the sum of the summaries'
+    /// `spend_sat` over its requests created since then that are `approved`, `signing` or
+    /// `signed` (for the policy's rolling-window rule). Requests without `spend_sat` count
+    /// as zero.
+    pub async fn spent_in_window(
+        &self,
+        key_id: &str,
+        since: SystemTime,
+    ) -> Result<i64, StoreError> {
+        let states: Vec<&str> = SPENDING_STATES.to_vec();
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT COALESCE(sum((summary->>'spend_sat')::bigint), 0)::bigint \
+                 FROM sign_requests WHERE key_id = $1 AND state = ANY($2) AND created_at >= $3",
+                &[&key_id, &states, &since],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+}
