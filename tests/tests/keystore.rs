@@ -12,6 +12,7 @@ use strongroom_keystore::{
     BlobError, Error, MAGIC, ObjectKind, ObjectRef, PinSource, SealedBlob, Token, TokenConfig,
     UnsealError,
 };
+use strongroom_tests::process::strongroom_binary;
 use strongroom_tests::softhsm::{SoftHsm, TestToken};
 
 const CLUSTER: &str = "cluster-a";
@@ -456,30 +457,8 @@ fn rotation_reseal_and_retire() {
     assert!(reopened.unseal(&object(b"a"), &moved).is_ok());
 }
 
-/// The `strongroom` binary of this build, brought up to date first. The build covers the whole
-/// workspace, as the test command's own build step does, so both resolve the same features and
-/// this is a no-op there (a `-p strongroom` build would resolve features differently and rebuild).
-fn strongroom_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "--quiet", "--workspace", "--bins"])
-                .arg("--manifest-path")
-                .arg(manifest)
-                .status()
-                .unwrap();
-            assert!(status.success(), "building the strongroom binary failed");
-            // <target>/debug/deps/keystore-<hash> → <target>/debug/strongroom
-            let exe = std::env::current_exe().unwrap();
-            exe.parent().unwrap().parent().unwrap().join("strongroom")
-        })
-        .clone()
-}
-
 fn run_strongroom(t: &TestToken, args: &[&str]) -> serde_like::Output {
-    let out = Command::new(strongroom_binary())
+    let out = Command::new(strongroom_binary().unwrap())
         .args(args)
         .arg("--json")
         .envs(t.env())

@@ -169,7 +169,14 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Fresh random bytes (session and request ids).
+pub(crate) fn random_id<const N: usize>() -> [u8; N] {
+    let mut id = [0u8; N];
+    OsRng.fill_bytes(&mut id);
+    id
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -192,6 +199,11 @@ pub(crate) fn hex32(s: &str, what: &str) -> Result<[u8; 32], EngineError> {
     bytes
         .try_into()
         .map_err(|_| EngineError::refused("bad-request", format!("{what} must be 32 bytes")))
+}
+
+fn presig_bytes(hex_id: &str) -> Result<Vec<u8>, EngineError> {
+    hex::decode(hex_id)
+        .map_err(|_| EngineError::refused("bad-request", "presignature id is not hex"))
 }
 
 /// Parses a non-hardened derivation path such as `0/17` (`m/` prefix optional, empty = root).
@@ -428,9 +440,6 @@ impl Engine {
         let bytes = primes
             .to_sealable_bytes()
             .map_err(|e| EngineError::refused("primes", e.to_string()))?;
-        let mut id = [0u8; 16];
-        OsRng.fill_bytes(&mut id);
-        // The id is part of the sealed header; store it alongside by prefixing the blob.
         let sealed = self.seal(ObjectKind::Primes, b"primes", 0, &bytes)?;
         self.store.add_primes(origin, &sealed).await?;
         tracing::info!(?origin, "primes sealed and stored");
@@ -579,17 +588,38 @@ impl Engine {
         }
     }
 
-    fn session_spec(
+    /// Until the PSBT path signs, the only message source is the dev digest endpoint: a node
+    /// outside dev mode never signs a digest a peer hands it.
+    fn require_raw_digests(&self) -> Result<(), EngineError> {
+        if self.cfg.node.dev_mode && self.cfg.dev.dangerous_sign_digest_endpoint {
+            Ok(())
+        } else {
+            Err(EngineError::refused(
+                "refused",
+                format!(
+                    "node {} signs only digests it computed itself; raw digests need dev mode",
+                    self.me
+                ),
+            ))
+        }
+    }
+
+    /// Joins transport session `session` running `protocol` among `parties`, in order.
+    async fn join_session(
         &self,
         session: [u8; 32],
         protocol: ProtocolKind,
         parties: &[u16],
-    ) -> Result<SessionSpec, EngineError> {
-        Ok(SessionSpec {
+    ) -> Result<strongroom_transport::Session, EngineError> {
+        let spec = SessionSpec {
             id: SessionId::from_bytes(session),
             protocol,
             participants: self.node_ids(parties)?,
-        })
+        };
+        self.transport
+            .join(spec)
+            .await
+            .map_err(|e| EngineError::Transport(e.to_string()))
     }
 
     fn all_parties(&self) -> Vec<u16> {
@@ -667,12 +697,9 @@ impl Engine {
             .map_err(|e| EngineError::refused("primes", e.to_string()))?;
         let desc = SessionDescriptor::aux_info(MpcSessionId::from_bytes(session), self.n())
             .map_err(|e| EngineError::refused("bad-request", e.to_string()))?;
-        let spec = self.session_spec(session, ProtocolKind::AuxInfo, &self.all_parties())?;
         let transport_session = self
-            .transport
-            .join(spec)
-            .await
-            .map_err(|e| EngineError::Transport(e.to_string()))?;
+            .join_session(session, ProtocolKind::AuxInfo, &self.all_parties())
+            .await?;
         let my_index = self.my_index;
         let policy = self.primes_policy();
         let started = Instant::now();
@@ -763,12 +790,9 @@ impl Engine {
             threshold,
         )
         .map_err(|e| EngineError::refused("bad-request", e.to_string()))?;
-        let spec = self.session_spec(session, ProtocolKind::Keygen, &self.all_parties())?;
         let transport_session = self
-            .transport
-            .join(spec)
-            .await
-            .map_err(|e| EngineError::Transport(e.to_string()))?;
+            .join_session(session, ProtocolKind::Keygen, &self.all_parties())
+            .await?;
         let started = Instant::now();
         let generated = on_blocking_thread(async move {
             let party = MpcParty::connected(delivery::<KeygenMsg>(transport_session));
@@ -886,12 +910,9 @@ impl Engine {
             signer_set,
         )
         .map_err(|e| EngineError::refused("bad-request", e.to_string()))?;
-        let spec = self.session_spec(session, ProtocolKind::Presign, signers)?;
         let transport_session = self
-            .transport
-            .join(spec)
-            .await
-            .map_err(|e| EngineError::Transport(e.to_string()))?;
+            .join_session(session, ProtocolKind::Presign, signers)
+            .await?;
         let started = Instant::now();
         let share2 = share.clone();
         let generated = on_blocking_thread(async move {
@@ -968,9 +989,7 @@ impl Engine {
                 (id, true)
             }
             Some(hex_id) => {
-                let id = hex::decode(hex_id).map_err(|_| {
-                    EngineError::refused("bad-request", "presignature id is not hex")
-                })?;
+                let id = presig_bytes(hex_id)?;
                 let record = self.store.presignature(&id).await?.ok_or_else(|| {
                     EngineError::refused(
                         "presignature-unavailable",
@@ -1018,19 +1037,8 @@ impl Engine {
         digest_hex: &str,
         entropy_hex: &[(u16, String)],
     ) -> Result<PartialSignature, EngineError> {
-        if !self.cfg.node.dev_mode || !self.cfg.dev.dangerous_sign_digest_endpoint {
-            // Until the PSBT path signs, the only message source is the dev digest endpoint:
-            // a node outside dev mode never signs a digest a peer hands it.
-            return Err(EngineError::refused(
-                "refused",
-                format!(
-                    "node {} signs only digests it computed itself; raw digests need dev mode",
-                    self.me
-                ),
-            ));
-        }
-        let presig_id = hex::decode(presig_hex)
-            .map_err(|_| EngineError::refused("bad-request", "presignature id is not hex"))?;
+        self.require_raw_digests()?;
+        let presig_id = presig_bytes(presig_hex)?;
         let digest = hex32(digest_hex, "digest")?;
         let path = parse_path(path)?;
         let own = lock(&self.reservations)
@@ -1124,8 +1132,7 @@ impl Engine {
     }
 
     async fn discard(&self, request_id: &str, presig_hex: &str) -> Result<(), EngineError> {
-        let presig_id = hex::decode(presig_hex)
-            .map_err(|_| EngineError::refused("bad-request", "presignature id is not hex"))?;
+        let presig_id = presig_bytes(presig_hex)?;
         lock(&self.reservations).remove(&(request_id.to_owned(), presig_id.clone()));
         if self
             .store
@@ -1160,15 +1167,7 @@ impl Engine {
         path: &str,
         digest_hex: &str,
     ) -> Result<strongroom_mpc::online::EcdsaSignature, EngineError> {
-        if !self.cfg.node.dev_mode || !self.cfg.dev.dangerous_sign_digest_endpoint {
-            return Err(EngineError::refused(
-                "refused",
-                format!(
-                    "node {} signs only digests it computed itself; raw digests need dev mode",
-                    self.me
-                ),
-            ));
-        }
+        self.require_raw_digests()?;
         let session = hex32(session_hex, "session id")?;
         let digest = hex32(digest_hex, "digest")?;
         let path = parse_path(path)?;
@@ -1182,12 +1181,9 @@ impl Engine {
             signer_set,
         )
         .map_err(|e| EngineError::refused("bad-request", e.to_string()))?;
-        let spec = self.session_spec(session, ProtocolKind::Sign, signers)?;
         let transport_session = self
-            .transport
-            .join(spec)
-            .await
-            .map_err(|e| EngineError::Transport(e.to_string()))?;
+            .join_session(session, ProtocolKind::Sign, signers)
+            .await?;
         tracing::info!(request_id, "interactive signing (no presignature)");
         let limit = Duration::from_secs(self.cfg.signing.timeout_secs);
         let sighash = NodeComputedSighash::from_node_computed(digest);
@@ -1300,21 +1296,34 @@ impl Engine {
             .any(|p| p.node.as_str() == node && p.connected)
     }
 
+    /// Sends the request `make` builds for each of `parties` to all of them at once, and
+    /// returns every answer with its party index, in the order given.
+    pub(crate) async fn call_all(
+        self: &Arc<Self>,
+        parties: &[u16],
+        timeout: Duration,
+        make: impl Fn(u16) -> Request,
+    ) -> Vec<(u16, Result<Reply, EngineError>)> {
+        let calls = parties.iter().map(|&i| {
+            let request = make(i);
+            async move { (i, self.call(i, request, timeout).await) }
+        });
+        futures::future::join_all(calls).await
+    }
+
     /// Every member's status (None where a member did not answer within `timeout`).
     pub(crate) async fn all_statuses(
         self: &Arc<Self>,
         timeout: Duration,
     ) -> Vec<Option<NodeStatus>> {
-        let calls = self.all_parties().into_iter().map(|i| {
-            let engine = self.clone();
-            async move {
-                match engine.call(i, Request::Status, timeout).await {
-                    Ok(Reply::Status(s)) => Some(s),
-                    _ => None,
-                }
-            }
-        });
-        futures::future::join_all(calls).await
+        self.call_all(&self.all_parties(), timeout, |_| Request::Status)
+            .await
+            .into_iter()
+            .map(|(_, r)| match r {
+                Ok(Reply::Status(s)) => Some(s),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Every party index.

@@ -5,15 +5,13 @@
 //! stopped. etcd only says who leads.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::RngCore;
-use rand::rngs::OsRng;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::control::{NodeStatus, Reply, Request};
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, lock, random_id};
 
 /// How often the leader looks at the cluster.
 const TICK: Duration = Duration::from_millis(500);
@@ -61,10 +59,6 @@ struct PoolBook {
     in_flight: HashMap<PoolKey, usize>,
     completed: Vec<(PoolKey, Instant)>,
     refilling: HashSet<PoolKey>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Runs for the life of the node; acts only while this node leads.
@@ -237,20 +231,14 @@ async fn tick(
 /// signers that finished stored (the presignature is unusable without every signer).
 async fn presign_session(engine: &Arc<Engine>, pool: &PoolKey) -> bool {
     let (key_id, signers) = pool;
-    let mut session = [0u8; 32];
-    OsRng.fill_bytes(&mut session);
-    let session_hex = hex::encode(session);
-    let calls = signers.iter().map(|i| {
-        let engine = engine.clone();
-        let req = Request::Presign {
+    let session_hex = hex::encode(random_id::<32>());
+    let results = engine
+        .call_all(signers, PRESIGN_TIMEOUT, |_| Request::Presign {
             session_id: session_hex.clone(),
             key_id: key_id.clone(),
             signers: signers.clone(),
-        };
-        let i = *i;
-        async move { (i, engine.call(i, req, PRESIGN_TIMEOUT).await) }
-    });
-    let results = futures::future::join_all(calls).await;
+        })
+        .await;
     let failed: Vec<&EngineError> = results
         .iter()
         .filter_map(|(_, r)| r.as_ref().err())
@@ -284,19 +272,14 @@ async fn presign_session(engine: &Arc<Engine>, pool: &PoolKey) -> bool {
 }
 
 async fn run_aux_info(engine: &Arc<Engine>) {
-    let mut session = [0u8; 32];
-    OsRng.fill_bytes(&mut session);
-    let session_hex = hex::encode(session);
+    let session_hex = hex::encode(random_id::<32>());
     tracing::info!(session = %session_hex, members = engine.members().len(), "starting aux info generation for the cluster");
-    let calls = engine.parties().into_iter().map(|i| {
-        let engine = engine.clone();
-        let req = Request::AuxInfo {
+    let results = engine
+        .call_all(&engine.parties(), AUX_TIMEOUT, |_| Request::AuxInfo {
             session_id: session_hex.clone(),
-        };
-        async move { engine.call(i, req, AUX_TIMEOUT).await }
-    });
-    let results = futures::future::join_all(calls).await;
-    if let Some(err) = results.iter().find_map(|r| r.as_ref().err()) {
+        })
+        .await;
+    if let Some(err) = results.iter().find_map(|(_, r)| r.as_ref().err()) {
         tracing::warn!(error = %err, "aux info generation failed; the leader will retry");
         tokio::time::sleep(Duration::from_secs(2)).await;
     } else {

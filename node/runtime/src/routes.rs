@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use rand::RngCore;
-use rand::rngs::OsRng;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use strongroom_api::{Access, ApiError, Json, Operation, Problem, Role, Routes};
@@ -15,7 +13,7 @@ use strongroom_bitcoin::ClusterKey;
 use strongroom_store::KeyRecord;
 
 use crate::control::Request;
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, random_id};
 use crate::leader::{agreed_aux, signer_sets};
 
 /// How long key generation may wait for the cluster's aux info.
@@ -214,9 +212,7 @@ async fn create_key(
             format!("threshold must be between 2 and the number of members ({n})"),
         ));
     }
-    let mut id = [0u8; 32];
-    OsRng.fill_bytes(&mut id);
-    let key_id = hex::encode(id);
+    let key_id = hex::encode(random_id::<32>());
     engine
         .store
         .insert_key(&key_id, &name, body.threshold, engine.members())
@@ -252,23 +248,18 @@ async fn generate_key(engine: Arc<Engine>, key_id: String, name: String, thresho
         tracing::info!(key_id = %key_id, "key generation waits for the cluster's aux info");
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
-    let mut session = [0u8; 32];
-    OsRng.fill_bytes(&mut session);
-    let session_hex = hex::encode(session);
+    let session_hex = hex::encode(random_id::<32>());
     tracing::info!(key_id = %key_id, name = %name, threshold, "key generation started");
-    let calls = engine.parties().into_iter().map(|i| {
-        let engine = engine.clone();
-        let req = Request::Keygen {
+    let results = engine
+        .call_all(&engine.parties(), KEYGEN_TIMEOUT, |_| Request::Keygen {
             session_id: session_hex.clone(),
             key_id: key_id.clone(),
             name: name.clone(),
             threshold,
             aux_id: aux_id.clone(),
-        };
-        async move { engine.call(i, req, KEYGEN_TIMEOUT).await }
-    });
-    let results = futures::future::join_all(calls).await;
-    if let Some(err) = results.iter().find_map(|r| r.as_ref().err()) {
+        })
+        .await;
+    if let Some(err) = results.iter().find_map(|(_, r)| r.as_ref().err()) {
         tracing::warn!(key_id = %key_id, error = %err, "key generation failed");
         let _ = engine
             .store

@@ -8,8 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::RngCore;
-use rand::rngs::OsRng;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use strongroom_mpc::online::{NodeComputedSighash, OnlineSigning, PartialSignature, SignerEntropy};
@@ -17,7 +15,7 @@ use strongroom_mpc::presign::PresignaturePublic;
 use strongroom_store::SignatureRecord;
 
 use crate::control::{Reply, Request};
-use crate::engine::{Engine, EngineError, hex32, parse_path};
+use crate::engine::{Engine, EngineError, hex32, parse_path, random_id};
 use crate::leader::signer_sets;
 
 /// A completed signing.
@@ -69,9 +67,7 @@ pub async fn sign_digest(
     let child = key
         .child_public_key(&path)
         .map_err(|e| EngineError::refused("invalid-path", e.to_string()))?;
-    let mut rid = [0u8; 16];
-    OsRng.fill_bytes(&mut rid);
-    let request_id = hex::encode(rid);
+    let request_id = hex::encode(random_id::<16>());
     let timeout = Duration::from_secs(engine.cfg.signing.timeout_secs);
 
     // Pools whose signers are all reachable; those this node belongs to first, fullest first.
@@ -240,19 +236,16 @@ async fn sign_from_pool(
     entropies.insert(first, entropy);
     let mut holders = vec![first];
 
-    let others = set[1..].iter().map(|i| {
-        let engine = engine.clone();
-        let req = Request::Reserve {
+    let others = engine
+        .call_all(&set[1..], timeout, |_| Request::Reserve {
             request_id: request_id.to_owned(),
             key_id: key_id.to_owned(),
             signers: set.to_vec(),
             presig_id: Some(presig_id.clone()),
-        };
-        let i = *i;
-        async move { (i, engine.call(i, req, timeout).await) }
-    });
+        })
+        .await;
     let mut failure: Option<EngineError> = None;
-    for (i, r) in futures::future::join_all(others).await {
+    for (i, r) in others {
         match r {
             Ok(Reply::Reserved {
                 entropy,
@@ -314,22 +307,19 @@ async fn sign_from_pool(
 
     let digest_hex = hex::encode(digest);
     let t_reserved = Instant::now();
-    let asks = set.iter().map(|i| {
-        let engine = engine.clone();
-        let req = Request::Partial {
+    let answers = engine
+        .call_all(set, timeout, |_| Request::Partial {
             request_id: request_id.to_owned(),
             key_id: key_id.to_owned(),
             presig_id: presig_id.clone(),
             path: path_text.to_owned(),
             digest: digest_hex.clone(),
             entropy: entropies.iter().map(|(k, v)| (*k, v.clone())).collect(),
-        };
-        let i = *i;
-        async move { (i, engine.call(i, req, timeout).await) }
-    });
+        })
+        .await;
     let mut partials: BTreeMap<u16, PartialSignature> = BTreeMap::new();
     let mut failure: Option<EngineError> = None;
-    for (i, r) in futures::future::join_all(asks).await {
+    for (i, r) in answers {
         match r {
             Ok(Reply::Partial { partial }) => {
                 let parsed = hex32(&partial, "partial")
@@ -438,20 +428,17 @@ fn cheater(engine: &Arc<Engine>, parties: &[u16], what: &str) -> EngineError {
 }
 
 async fn discard(engine: &Arc<Engine>, request_id: &str, presig_id: &str, holders: &[u16]) {
-    let calls = holders.iter().map(|i| {
-        let engine = engine.clone();
-        let req = Request::Discard {
+    let answers = engine
+        .call_all(holders, Duration::from_secs(5), |_| Request::Discard {
             request_id: request_id.to_owned(),
             presig_id: presig_id.to_owned(),
-        };
-        let i = *i;
-        async move {
-            if let Err(e) = engine.call(i, req, Duration::from_secs(5)).await {
-                tracing::warn!(node = i, error = %e, "could not discard a presignature; its reservation expires");
-            }
+        })
+        .await;
+    for (i, r) in answers {
+        if let Err(e) = r {
+            tracing::warn!(node = i, error = %e, "could not discard a presignature; its reservation expires");
         }
-    });
-    futures::future::join_all(calls).await;
+    }
 }
 
 async fn interactive(
@@ -463,24 +450,19 @@ async fn interactive(
     digest_hex: &str,
     timeout: Duration,
 ) -> Result<strongroom_mpc::online::EcdsaSignature, EngineError> {
-    let mut session = [0u8; 32];
-    OsRng.fill_bytes(&mut session);
-    let session_hex = hex::encode(session);
-    let calls = set.iter().map(|i| {
-        let engine = engine.clone();
-        let req = Request::InteractiveSign {
+    let session_hex = hex::encode(random_id::<32>());
+    let answers = engine
+        .call_all(set, timeout, |_| Request::InteractiveSign {
             session_id: session_hex.clone(),
             request_id: request_id.to_owned(),
             key_id: key_id.to_owned(),
             signers: set.to_vec(),
             path: path.to_owned(),
             digest: digest_hex.to_owned(),
-        };
-        let i = *i;
-        async move { engine.call(i, req, timeout).await }
-    });
+        })
+        .await;
     let mut sig: Option<(String, String)> = None;
-    for r in futures::future::join_all(calls).await {
+    for (_, r) in answers {
         match r? {
             Reply::Signature { r, s } => {
                 if let Some((r0, s0)) = &sig {
