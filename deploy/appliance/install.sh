@@ -215,6 +215,10 @@ put 0644 /usr/local/share/doc/strongroom/node.toml <"$REPO/node/runtime/examples
 put 0644 /usr/local/share/strongroom/firmware-profile/appliance.toml <"$REPO/firmware-profile/appliance.toml"
 put 0644 /usr/local/share/strongroom/firmware-profile/README.md <"$REPO/firmware-profile/README.md"
 put_once 0640 /etc/strongroom/firmware-profile.toml <"$REPO/firmware-profile/appliance.toml"
+put_once 0640 /etc/strongroom/policy.toml <"$HERE/policy.toml"
+for example in "$REPO"/policies/examples/*.toml; do
+    put 0644 "/usr/local/share/doc/strongroom/policy-$(basename "$example")" <"$example"
+done
 
 ETCD_ENDPOINTS=$(join_by ", " "\"http://127.0.0.1:$ETCD_CLIENT_PORT\"" "\"http://$(url_host "$NODE_IP"):$ETCD_CLIENT_PORT\"")
 # Where systemd puts the credential hsm-pin of strongroom-node.service (LoadCredentialEncrypted=).
@@ -291,12 +295,18 @@ concurrency = 0
 [signing]
 interactive_fallback = true
 timeout_secs = 30
+max_in_flight = 256
+
+[policy]
+# This node's policy (relative to this file). The installed one denies everything until the
+# operator writes the real one.
+file = "policy.toml"
 EOF
 }
 node_toml | put 0640 /etc/strongroom/node.toml.example
 node_toml | put_once 0640 /etc/strongroom/node.toml
 if ((REAL)); then
-    chgrp strongroom /etc/strongroom/node.toml /etc/strongroom/node.toml.example /etc/strongroom/firmware-profile.toml
+    chgrp strongroom /etc/strongroom/node.toml /etc/strongroom/node.toml.example /etc/strongroom/firmware-profile.toml /etc/strongroom/policy.toml
 else
     skipped "chgrp strongroom on the files in /etc/strongroom"
 fi
@@ -506,7 +516,9 @@ install: done. Node '$NODE_ID' of cluster '$CLUSTER_ID'. What the operator does 
   4. Certificate ceremony: strongroom cluster csr on this node, strongroom cluster sign on the
      offline CA, then install the node certificate and the CA certificate where [transport] of
      node.toml says (/var/lib/strongroom/tls/node.pem and cluster-ca.pem).
-  5. Fill in /etc/strongroom/firmware-profile.toml (binary.sha256, tpm.pcrs, tpm.enrolled_aks).
+  5. Fill in /etc/strongroom/firmware-profile.toml (binary.sha256, tpm.pcrs, tpm.enrolled_aks),
+     and write this node's signing policy in /etc/strongroom/policy.toml (the installed one
+     denies everything; examples in /usr/local/share/doc/strongroom/policy-*.toml).
   6. List the API clients and their roles in [api.clients] of /etc/strongroom/node.toml, then
      check the file: strongroom node check-config --config /etc/strongroom/node.toml
   7. Start etcd on every member, then: systemctl start strongroom-node.service

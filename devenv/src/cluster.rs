@@ -6,11 +6,16 @@
 //!   `<dir>/pins/node-<i>.pin` (mode 0600);
 //! - the cluster PKI from `strongroom cluster init` in `<dir>/pki`: the CA, each node's identity
 //!   key inside its token with its certificate (`pki/nodes/node-<i>.pem`), and the client `ops`
-//!   as files (`pki/clients/ops.pem`, `ops-key.pem`);
+//!   as files (`pki/clients/ops.pem`, `ops-key.pem`), with every client of
+//!   [`ClusterOptions::extra_clients`] beside it ([`TestCluster::client_cert_of`]);
 //! - one PostgreSQL server with a database per node (`node_1`, `node_2`, ...) and one etcd;
 //! - a configuration file per node (`<dir>/config/node-<i>.toml`, the format of
 //!   `node/runtime/examples/node.toml`) with free loopback ports: UDP for the transport, TCP for
 //!   the API;
+//! - a policy file per node (`<dir>/config/node-<i>-policy.toml`, named by the node's
+//!   `[policy] file`): [`ClusterOptions::policy`], the dev policy by default, or the node's own
+//!   from [`ClusterOptions::node_policies`]; [`TestCluster::set_node_policy`] rewrites it for
+//!   the node's next start;
 //! - the processes, `strongroom node run --config <file>`, with stdout and stderr in
 //!   `<dir>/logs/node-<i>.stderr.log`; a restarted node writes `node-<i>.2.stderr.log`, then
 //!   `.3.` and so on, so no earlier output is lost.
@@ -64,7 +69,10 @@ pub const CLUSTER_ID: &str = "test";
 /// [`TestCluster::client_key`] name ([`ClusterOptions::client_name`] by default).
 pub const CLIENT_NAME: &str = "ops";
 /// The roles [`CLIENT_NAME`] has on every node ([`ClusterOptions::client_roles`] by default).
-pub const CLIENT_ROLES: [&str; 3] = ["admin", "submitter", "auditor"];
+pub const CLIENT_ROLES: [&str; 4] = ["admin", "submitter", "auditor", "approver"];
+/// The policy every node runs by default ([`ClusterOptions::policy`]):
+/// `policies/examples/dev.toml`, whose approvers are the well-known dev approver keys.
+pub const DEV_POLICY: &str = include_str!("../../policies/examples/dev.toml");
 /// The state file of a persistent cluster, in its directory: what [`TestCluster::open_in`]
 /// needs to start it again.
 pub const STATE_FILE: &str = "state.toml";
@@ -131,6 +139,16 @@ pub struct ClusterOptions {
     pub client_name: String,
     /// The roles of that client in every node's `[api.clients]`.
     pub client_roles: Vec<String>,
+    /// More clients (name, roles): each gets a certificate and key from `cluster init`
+    /// ([`TestCluster::client_cert_of`], [`TestCluster::client_key_of`]) and its roles in every
+    /// node's `[api.clients]`.
+    pub extra_clients: Vec<(String, Vec<String>)>,
+    /// The policy (TOML, `strongroom-policies` format) every node runs unless
+    /// [`ClusterOptions::node_policies`] gives it its own; [`DEV_POLICY`] by default.
+    pub policy: String,
+    /// Nodes (0-based indices) with a policy of their own (TOML); a later entry for the same
+    /// node wins.
+    pub node_policies: Vec<(usize, String)>,
     /// The `strongroom` binary that provisions the cluster and runs the nodes; `None` builds the
     /// workspace's (tests). A command of the binary itself passes its own path.
     pub node_binary: Option<PathBuf>,
@@ -152,8 +170,68 @@ impl Default for ClusterOptions {
             cluster_id: CLUSTER_ID.to_owned(),
             client_name: CLIENT_NAME.to_owned(),
             client_roles: CLIENT_ROLES.iter().map(|&r| r.to_owned()).collect(),
+            extra_clients: Vec::new(),
+            policy: DEV_POLICY.to_owned(),
+            node_policies: Vec::new(),
             node_binary: None,
         }
+    }
+}
+
+impl ClusterOptions {
+    /// The policy node `index` (0-based) runs: its own from
+    /// [`ClusterOptions::node_policies`] (the last entry for it), else [`ClusterOptions::policy`].
+    pub fn policy_of(&self, index: usize) -> &str {
+        self.node_policies
+            .iter()
+            .rev()
+            .find(|(i, _)| *i == index)
+            .map_or(self.policy.as_str(), |(_, text)| text.as_str())
+    }
+
+    /// Every client with its roles: [`ClusterOptions::client_name`] first, then
+    /// [`ClusterOptions::extra_clients`].
+    fn all_clients(&self) -> impl Iterator<Item = (&str, &[String])> {
+        std::iter::once((self.client_name.as_str(), self.client_roles.as_slice())).chain(
+            self.extra_clients
+                .iter()
+                .map(|(name, roles)| (name.as_str(), roles.as_slice())),
+        )
+    }
+
+    /// Refuses options that name a node the cluster does not have, or a client twice.
+    fn check(&self) -> Result<(), HarnessError> {
+        if self.nodes == 0 {
+            return Err(HarnessError::Misuse(
+                "a test cluster needs at least one node".to_owned(),
+            ));
+        }
+        for (what, index) in self
+            .corrupt_partials
+            .iter()
+            .map(|&i| ("corrupt_partials", i))
+            .chain(
+                self.node_policies
+                    .iter()
+                    .map(|(i, _)| ("node_policies", *i)),
+            )
+        {
+            if index >= self.nodes {
+                return Err(HarnessError::Misuse(format!(
+                    "{what} names node index {index}, but the cluster has {} nodes (indices are 0-based)",
+                    self.nodes
+                )));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (name, _) in self.all_clients() {
+            if !seen.insert(name) {
+                return Err(HarnessError::Misuse(format!(
+                    "client '{name}' is named twice (client_name and extra_clients must all differ)"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -166,6 +244,8 @@ struct Node {
     transport_port: u16,
     api_port: u16,
     config_path: PathBuf,
+    /// The policy file its `[policy] file` names.
+    policy_path: PathBuf,
     pin_file: PathBuf,
     database_url: String,
     /// Working directory of the process.
@@ -333,9 +413,10 @@ impl TestCluster {
     /// Opens the persistent cluster in `dir` ([`TestCluster::provision_in`]) whose processes
     /// do not run: starts its PostgreSQL and etcd again on their data and ports, and returns
     /// the cluster with no node started ([`TestCluster::start_nodes`] starts them, on their
-    /// ports from before, with their tokens and configuration files as they are). Stop any
-    /// process still recorded in its pid files first ([`crate::detached::stop_all`]).
-    /// `node_binary` as in [`ClusterOptions::node_binary`].
+    /// ports from before, with their tokens, configuration and policy files as they are; a
+    /// node without a policy file, or whose configuration has no `[policy]` section, gets
+    /// them from the recorded options). Stop any process still recorded in its pid files first
+    /// ([`crate::detached::stop_all`]). `node_binary` as in [`ClusterOptions::node_binary`].
     pub fn open_in(dir: &Path, node_binary: Option<PathBuf>) -> Result<Self, HarnessError> {
         let root = fs::canonicalize(dir)
             .map_err(|e| HarnessError::io(format!("cannot open {}", dir.display()), e))?;
@@ -377,6 +458,7 @@ impl TestCluster {
             .enumerate()
             .map(|(i, n)| Node {
                 config_path: root.join("config").join(format!("{}.toml", n.id)),
+                policy_path: policy_path_in(&root, &n.id),
                 pin_file: root.join("pins").join(format!("{}.pin", n.id)),
                 work_dir: root.join("run").join(&n.id),
                 softhsm_conf: Some(node_hsm_dir(&root, &n.id).join("softhsm2.conf")),
@@ -402,6 +484,7 @@ impl TestCluster {
             dir: None,
         };
         cluster.record_servers()?;
+        cluster.add_missing_policies()?;
         Ok(cluster)
     }
 
@@ -439,21 +522,7 @@ impl TestCluster {
     }
 
     fn provision_at(options: ClusterOptions, place: Place) -> Result<Self, HarnessError> {
-        if options.nodes == 0 {
-            return Err(HarnessError::Misuse(
-                "a test cluster needs at least one node".to_owned(),
-            ));
-        }
-        if let Some(bad) = options
-            .corrupt_partials
-            .iter()
-            .find(|&&i| i >= options.nodes)
-        {
-            return Err(HarnessError::Misuse(format!(
-                "corrupt_partials names node index {bad}, but the cluster has {} nodes (indices are 0-based)",
-                options.nodes
-            )));
-        }
+        options.check()?;
         // First: SoftHSM must be configured before any thread runs or the module is loaded.
         let softhsm = match &place {
             Place::Temp => SoftHsm::new()?,
@@ -510,6 +579,7 @@ impl TestCluster {
             create_dir(&work_dir)?;
             nodes.push(Node {
                 config_path: root.join("config").join(format!("{id}.toml")),
+                policy_path: policy_path_in(&root, &id),
                 id,
                 number,
                 transport_port: 0,
@@ -628,18 +698,29 @@ impl TestCluster {
     /// The certificate (PEM) of the client [`ClusterOptions::client_name`] (default
     /// [`CLIENT_NAME`]), which has [`ClusterOptions::client_roles`] on every node.
     pub fn client_cert(&self) -> PathBuf {
-        self.root
-            .join("pki")
-            .join("clients")
-            .join(format!("{}.pem", self.options.client_name))
+        self.client_cert_of(&self.options.client_name)
     }
 
     /// The private key (PEM) of the client [`ClusterOptions::client_name`].
     pub fn client_key(&self) -> PathBuf {
+        self.client_key_of(&self.options.client_name)
+    }
+
+    /// The certificate (PEM) of client `name`: [`ClusterOptions::client_name`] or one of
+    /// [`ClusterOptions::extra_clients`].
+    pub fn client_cert_of(&self, name: &str) -> PathBuf {
         self.root
             .join("pki")
             .join("clients")
-            .join(format!("{}-key.pem", self.options.client_name))
+            .join(format!("{name}.pem"))
+    }
+
+    /// The private key (PEM) of client `name`.
+    pub fn client_key_of(&self, name: &str) -> PathBuf {
+        self.root
+            .join("pki")
+            .join("clients")
+            .join(format!("{name}-key.pem"))
     }
 
     /// The certificate (PEM) of node `node` (0-based).
@@ -653,6 +734,26 @@ impl TestCluster {
     /// The configuration file of node `node` (0-based).
     pub fn config_path(&self, node: usize) -> PathBuf {
         self.nodes[node].config_path.clone()
+    }
+
+    /// The policy file of node `node` (0-based), `<dir>/config/<node-id>-policy.toml`, which its
+    /// `[policy] file` names.
+    pub fn policy_path(&self, node: usize) -> PathBuf {
+        self.nodes[node].policy_path.clone()
+    }
+
+    /// Gives node `node` (0-based) the policy `text` (TOML, not checked here): rewrites its
+    /// policy file, which the node reads when it next starts, and records it as the node's own
+    /// in [`ClusterOptions::node_policies`] (and in a persistent cluster's state file).
+    pub fn set_node_policy(&mut self, node: usize, text: &str) -> Result<(), HarnessError> {
+        self.check_index(node)?;
+        self.options.node_policies.retain(|(i, _)| *i != node);
+        self.options.node_policies.push((node, text.to_owned()));
+        write_policy(&self.nodes[node].policy_path, text)?;
+        if self.persistent {
+            self.write_state()?;
+        }
+        Ok(())
     }
 
     /// The URL of node `node`'s own database (`node_<node + 1>`).
@@ -849,10 +950,12 @@ impl TestCluster {
         Ok(())
     }
 
-    /// Writes every node's configuration file and, for a persistent cluster, the state file.
+    /// Writes every node's configuration and policy files and, for a persistent cluster, the
+    /// state file.
     fn write_configs(&self) -> Result<(), HarnessError> {
         for index in 0..self.nodes.len() {
             let node = &self.nodes[index];
+            write_policy(&node.policy_path, self.options.policy_of(index))?;
             let text = toml::to_string(&self.node_config(index)).map_err(|e| {
                 HarnessError::Unexpected(format!("cannot serialize the config of {}: {e}", node.id))
             })?;
@@ -870,82 +973,44 @@ impl TestCluster {
         Ok(())
     }
 
+    /// Gives each node of a cluster provisioned before nodes had policy files its policy: writes
+    /// a missing policy file from the options, and adds `[policy] file` to a configuration
+    /// without a `[policy]` section. Existing files and sections stay as they are.
+    fn add_missing_policies(&self) -> Result<(), HarnessError> {
+        for (index, node) in self.nodes.iter().enumerate() {
+            if !node.policy_path.exists() {
+                write_policy(&node.policy_path, self.options.policy_of(index))?;
+            }
+            add_policy_section(&node.config_path, &node.policy_path)?;
+        }
+        Ok(())
+    }
+
+    /// A node's `[policy]` section.
+    fn policy_section(&self, node: &Node) -> Value {
+        policy_section(&node.policy_path)
+    }
+
     /// Writes `<dir>/state.toml` (through a temporary file, so it is whole or absent).
     fn write_state(&self) -> Result<(), HarnessError> {
-        let o = &self.options;
-        let nodes = self
-            .nodes
-            .iter()
-            .map(|n| {
-                Value::Table(table([
-                    ("id", Value::from(n.id.as_str())),
-                    ("transport_port", Value::from(i64::from(n.transport_port))),
-                    ("api_port", Value::from(i64::from(n.api_port))),
-                    ("database_url", Value::from(n.database_url.as_str())),
-                ]))
-            })
-            .collect();
-        let strings =
-            |v: &[String]| Value::Array(v.iter().map(|s| Value::from(s.as_str())).collect());
-        let extra_env: Table = o
-            .extra_env
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
-            .collect();
-        let state = table([
-            ("version", Value::from(STATE_VERSION)),
-            (
-                "postgres",
-                section([
-                    ("port", Value::from(i64::from(self.postgres.port()))),
-                    (
-                        "durability",
-                        Value::from(match self.postgres.durability() {
-                            Durability::SurvivesPowerLoss => "power-loss",
-                            Durability::SurvivesProcessCrash => "process-crash",
-                        }),
-                    ),
-                ]),
-            ),
-            (
-                "etcd",
-                section([
-                    (
-                        "client_port",
-                        Value::from(i64::from(self.etcd.client_port())),
-                    ),
-                    ("peer_port", Value::from(i64::from(self.etcd.peer_port()))),
-                ]),
-            ),
-            (
-                "options",
-                section([
-                    ("cluster_id", Value::from(o.cluster_id.as_str())),
-                    ("client_name", Value::from(o.client_name.as_str())),
-                    ("client_roles", strings(&o.client_roles)),
-                    ("pool_target", Value::from(o.pool_target)),
-                    ("pool_low_water", Value::from(o.pool_low_water)),
-                    ("pool_max", Value::from(o.pool_max)),
-                    ("pool_concurrency", Value::from(o.pool_concurrency)),
-                    ("interactive_fallback", Value::from(o.interactive_fallback)),
-                    ("sign_digest_endpoint", Value::from(o.sign_digest_endpoint)),
-                    (
-                        "corrupt_partials",
-                        Value::Array(o.corrupt_partials.iter().map(|&i| int(i as u64)).collect()),
-                    ),
-                    ("lease_ttl_secs", int(o.lease_ttl_secs)),
-                    ("extra_env", Value::Table(extra_env)),
-                ]),
-            ),
-            ("nodes", Value::Array(nodes)),
-        ]);
-        let text = toml::to_string(&state).map_err(|e| {
-            HarnessError::Unexpected(format!("cannot serialize the cluster state: {e}"))
-        })?;
-        let text = format!(
-            "# The state of this cluster, written by the strongroom-devenv harness when it was\n\
-             # provisioned: TestCluster::open_in reads it to start the same cluster again.\n{text}"
-        );
+        let state = State {
+            options: self.options.clone(),
+            postgres_port: self.postgres.port(),
+            durability: self.postgres.durability(),
+            etcd_client_port: self.etcd.client_port(),
+            etcd_peer_port: self.etcd.peer_port(),
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| NodeState {
+                    id: n.id.clone(),
+                    transport_port: n.transport_port,
+                    api_port: n.api_port,
+                    database_url: n.database_url.clone(),
+                })
+                .collect(),
+        };
+        let text = state.to_text()?;
         let path = self.root.join(STATE_FILE);
         let partial = self.root.join(format!("{STATE_FILE}.partial"));
         fs::write(&partial, text)
@@ -969,13 +1034,10 @@ impl TestCluster {
                 )
             })
             .collect();
-        let roles = Value::Array(
-            o.client_roles
-                .iter()
-                .map(|r| Value::from(r.as_str()))
-                .collect(),
-        );
-        let clients = section([(o.client_name.as_str(), roles)]);
+        let clients = section(o.all_clients().map(|(name, roles)| {
+            let roles = roles.iter().map(|r| Value::from(r.as_str())).collect();
+            (name, Value::Array(roles))
+        }));
         table([
             (
                 "node",
@@ -1056,6 +1118,7 @@ impl TestCluster {
                     ("timeout_secs", Value::from(60)),
                 ]),
             ),
+            ("policy", self.policy_section(node)),
             (
                 "dev",
                 section([
@@ -1232,7 +1295,7 @@ impl Drop for TestCluster {
 }
 
 /// `strongroom cluster init`: the CA, each node's identity key in its token with its
-/// certificate, and the client [`CLIENT_NAME`], into `<root>/pki`.
+/// certificate, and every client (a certificate and key each), into `<root>/pki`.
 fn cluster_init(
     binary: &Path,
     softhsm: &SoftHsm,
@@ -1252,7 +1315,13 @@ fn cluster_init(
         .arg(ids.join(","))
         .arg("--clients")
         // The certificate names only the client; each node's config assigns its roles.
-        .arg(format!("{}:admin", options.client_name))
+        .arg(
+            options
+                .all_clients()
+                .map(|(name, _)| format!("{name}:admin"))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
         .arg("--out")
         .arg(root.join("pki"))
         .current_dir(root);
@@ -1322,6 +1391,99 @@ struct NodeState {
 }
 
 impl State {
+    /// The state file's text.
+    fn to_text(&self) -> Result<String, HarnessError> {
+        let o = &self.options;
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| {
+                Value::Table(table([
+                    ("id", Value::from(n.id.as_str())),
+                    ("transport_port", Value::from(i64::from(n.transport_port))),
+                    ("api_port", Value::from(i64::from(n.api_port))),
+                    ("database_url", Value::from(n.database_url.as_str())),
+                ]))
+            })
+            .collect();
+        let strings =
+            |v: &[String]| Value::Array(v.iter().map(|s| Value::from(s.as_str())).collect());
+        let extra_env: Table = o
+            .extra_env
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+            .collect();
+        let extra_clients: Table = o
+            .extra_clients
+            .iter()
+            .map(|(name, roles)| (name.clone(), strings(roles)))
+            .collect();
+        let node_policies = o
+            .node_policies
+            .iter()
+            .map(|(index, text)| {
+                Value::Table(table([
+                    ("node", int(*index as u64)),
+                    ("policy", Value::from(text.as_str())),
+                ]))
+            })
+            .collect();
+        let state = table([
+            ("version", Value::from(STATE_VERSION)),
+            (
+                "postgres",
+                section([
+                    ("port", Value::from(i64::from(self.postgres_port))),
+                    (
+                        "durability",
+                        Value::from(match self.durability {
+                            Durability::SurvivesPowerLoss => "power-loss",
+                            Durability::SurvivesProcessCrash => "process-crash",
+                        }),
+                    ),
+                ]),
+            ),
+            (
+                "etcd",
+                section([
+                    ("client_port", Value::from(i64::from(self.etcd_client_port))),
+                    ("peer_port", Value::from(i64::from(self.etcd_peer_port))),
+                ]),
+            ),
+            (
+                "options",
+                section([
+                    ("cluster_id", Value::from(o.cluster_id.as_str())),
+                    ("client_name", Value::from(o.client_name.as_str())),
+                    ("client_roles", strings(&o.client_roles)),
+                    ("pool_target", Value::from(o.pool_target)),
+                    ("pool_low_water", Value::from(o.pool_low_water)),
+                    ("pool_max", Value::from(o.pool_max)),
+                    ("pool_concurrency", Value::from(o.pool_concurrency)),
+                    ("interactive_fallback", Value::from(o.interactive_fallback)),
+                    ("sign_digest_endpoint", Value::from(o.sign_digest_endpoint)),
+                    (
+                        "corrupt_partials",
+                        Value::Array(o.corrupt_partials.iter().map(|&i| int(i as u64)).collect()),
+                    ),
+                    ("lease_ttl_secs", int(o.lease_ttl_secs)),
+                    ("extra_env", Value::Table(extra_env)),
+                    ("extra_clients", Value::Table(extra_clients)),
+                    ("policy", Value::from(o.policy.as_str())),
+                    ("node_policies", Value::Array(node_policies)),
+                ]),
+            ),
+            ("nodes", Value::Array(nodes)),
+        ]);
+        let text = toml::to_string(&state).map_err(|e| {
+            HarnessError::Unexpected(format!("cannot serialize the cluster state: {e}"))
+        })?;
+        Ok(format!(
+            "# The state of this cluster, written by the strongroom-devenv harness: \
+             TestCluster::open_in\n# reads it to start the same cluster again.\n{text}"
+        ))
+    }
+
     fn read(root: &Path) -> Result<Self, HarnessError> {
         let path = root.join(STATE_FILE);
         let text = fs::read_to_string(&path).map_err(|e| {
@@ -1394,6 +1556,52 @@ impl State {
                     .collect()
             })
             .ok_or_else(|| bad("[options] extra_env"))?;
+        // Optional in version 1: a state file without them has the defaults.
+        let defaults = ClusterOptions::default();
+        let extra_clients = match o.get("extra_clients") {
+            None => defaults.extra_clients,
+            Some(v) => v
+                .as_table()
+                .and_then(|clients| {
+                    clients
+                        .iter()
+                        .map(|(name, roles)| {
+                            let roles = roles
+                                .as_array()?
+                                .iter()
+                                .map(|r| r.as_str().map(str::to_owned))
+                                .collect::<Option<Vec<_>>>()?;
+                            Some((name.clone(), roles))
+                        })
+                        .collect::<Option<Vec<_>>>()
+                })
+                .ok_or_else(|| bad("[options] extra_clients"))?,
+        };
+        let policy = match o.get("policy") {
+            None => defaults.policy,
+            Some(v) => v
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| bad("[options] policy"))?,
+        };
+        let node_policies = match o.get("node_policies") {
+            None => defaults.node_policies,
+            Some(v) => v
+                .as_array()
+                .and_then(|entries| {
+                    entries
+                        .iter()
+                        .map(|e| {
+                            let node = e
+                                .get("node")?
+                                .as_integer()
+                                .and_then(|i| usize::try_from(i).ok())?;
+                            Some((node, e.get("policy")?.as_str()?.to_owned()))
+                        })
+                        .collect::<Option<Vec<_>>>()
+                })
+                .ok_or_else(|| bad("[options] node_policies"))?,
+        };
         let nodes: Vec<NodeState> = t
             .get("nodes")
             .and_then(Value::as_array)
@@ -1449,6 +1657,9 @@ impl State {
             cluster_id: text_of("cluster_id")?,
             client_name: text_of("client_name")?,
             client_roles,
+            extra_clients,
+            policy,
+            node_policies,
             node_binary: None,
         };
         Ok(Self {
@@ -1460,6 +1671,53 @@ impl State {
             nodes,
         })
     }
+}
+
+/// The `[policy]` section naming `policy`.
+fn policy_section(policy: &Path) -> Value {
+    section([("file", path_value(policy))])
+}
+
+/// Appends `[policy] file = <policy>` to the configuration file `config` unless it has a
+/// `[policy]` section already; returns whether it did.
+fn add_policy_section(config: &Path, policy: &Path) -> Result<bool, HarnessError> {
+    let text = fs::read_to_string(config)
+        .map_err(|e| HarnessError::io(format!("cannot read {}", config.display()), e))?;
+    let parsed: Table = text
+        .parse()
+        .map_err(|e| HarnessError::Unexpected(format!("{}: {e}", config.display())))?;
+    if parsed.contains_key("policy") {
+        return Ok(false);
+    }
+    let section = toml::to_string(&table([("policy", policy_section(policy))])).map_err(|e| {
+        HarnessError::Unexpected(format!("cannot serialize the [policy] section: {e}"))
+    })?;
+    let separator = if text.is_empty() || text.ends_with("\n\n") {
+        ""
+    } else if text.ends_with('\n') {
+        "\n"
+    } else {
+        "\n\n"
+    };
+    fs::write(config, format!("{text}{separator}{section}"))
+        .map_err(|e| HarnessError::io(format!("cannot write {}", config.display()), e))?;
+    Ok(true)
+}
+
+/// Where node `id`'s policy file lives: `<root>/config/<id>-policy.toml`.
+fn policy_path_in(root: &Path, id: &str) -> PathBuf {
+    root.join("config").join(format!("{id}-policy.toml"))
+}
+
+/// Writes a policy file (through a temporary file, so a node starting meanwhile reads the old
+/// policy or the new one, never a part).
+fn write_policy(path: &Path, text: &str) -> Result<(), HarnessError> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    fs::write(&partial, text)
+        .and_then(|()| fs::rename(&partial, path))
+        .map_err(|e| HarnessError::io(format!("cannot write {}", path.display()), e))
 }
 
 fn create_dir(path: &Path) -> Result<(), HarnessError> {
@@ -1546,6 +1804,120 @@ mod tests {
             ("test", "ops")
         );
         assert_eq!(o.client_roles, CLIENT_ROLES);
+        assert!(o.client_roles.iter().any(|r| r == "approver"));
+        assert!(o.extra_clients.is_empty() && o.node_policies.is_empty());
+        assert_eq!(o.policy, DEV_POLICY);
+    }
+
+    #[test]
+    fn the_dev_policy_is_the_example_with_the_dev_approvers() {
+        assert!(DEV_POLICY.contains("id = \"dev\""), "{DEV_POLICY}");
+        assert!(DEV_POLICY.contains("dev-approver-1"));
+        assert!(DEV_POLICY.contains("dev-approver-2"));
+    }
+
+    #[test]
+    fn a_node_policy_overrides_the_cluster_policy() {
+        let o = ClusterOptions {
+            policy: "cluster".to_owned(),
+            node_policies: vec![(1, "first".to_owned()), (1, "second".to_owned())],
+            ..ClusterOptions::default()
+        };
+        assert_eq!(o.policy_of(0), "cluster");
+        assert_eq!(o.policy_of(1), "second");
+        assert_eq!(o.policy_of(2), "cluster");
+    }
+
+    #[test]
+    fn options_naming_a_missing_node_or_a_client_twice_are_refused() {
+        let check = |o: ClusterOptions| o.check().map_err(|e| e.to_string());
+        assert!(check(ClusterOptions::default()).is_ok());
+        let err = check(ClusterOptions {
+            node_policies: vec![(3, String::new())],
+            ..ClusterOptions::default()
+        })
+        .unwrap_err();
+        assert!(err.contains("node_policies names node index 3"), "{err}");
+        let err = check(ClusterOptions {
+            corrupt_partials: vec![5],
+            ..ClusterOptions::default()
+        })
+        .unwrap_err();
+        assert!(err.contains("corrupt_partials"), "{err}");
+        let err = check(ClusterOptions {
+            extra_clients: vec![("ops".to_owned(), vec![])],
+            ..ClusterOptions::default()
+        })
+        .unwrap_err();
+        assert!(err.contains("client 'ops' is named twice"), "{err}");
+        let options = ClusterOptions {
+            extra_clients: vec![("alice".to_owned(), vec!["approver".to_owned()])],
+            ..ClusterOptions::default()
+        };
+        let clients: Vec<&str> = options.all_clients().map(|(name, _)| name).collect();
+        assert_eq!(clients, ["ops", "alice"]);
+    }
+
+    fn sample_state(options: ClusterOptions) -> State {
+        State {
+            options,
+            postgres_port: 5433,
+            durability: Durability::SurvivesPowerLoss,
+            etcd_client_port: 2379,
+            etcd_peer_port: 2380,
+            nodes: (1..=3)
+                .map(|i| NodeState {
+                    id: format!("node-{i}"),
+                    transport_port: 7000 + i,
+                    api_port: 8000 + i,
+                    database_url: format!("postgres://127.0.0.1:5433/node_{i}"),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_state_file_keeps_clients_and_policies() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = ClusterOptions {
+            extra_clients: vec![
+                ("alice".to_owned(), vec!["approver".to_owned()]),
+                ("bob".to_owned(), vec![]),
+            ],
+            policy: "version = 1\nid = \"x\"\n".to_owned(),
+            node_policies: vec![(2, "id = \"node-3's own\"\n".to_owned())],
+            ..ClusterOptions::default()
+        };
+        let text = sample_state(options.clone()).to_text().unwrap();
+        fs::write(dir.path().join(STATE_FILE), text).unwrap();
+        let read = State::read(dir.path()).unwrap();
+        assert_eq!(read.options.extra_clients, options.extra_clients);
+        assert_eq!(read.options.policy, options.policy);
+        assert_eq!(read.options.node_policies, options.node_policies);
+        assert_eq!(read.options.client_roles, options.client_roles);
+        assert_eq!(read.nodes.len(), 3);
+        assert_eq!(read.nodes[2].api_port, 8003);
+    }
+
+    #[test]
+    fn a_state_file_without_clients_and_policies_loads_with_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = sample_state(ClusterOptions::default()).to_text().unwrap();
+        let mut state: Table = text.parse().unwrap();
+        let options = state["options"].as_table_mut().unwrap();
+        for key in ["extra_clients", "policy", "node_policies"] {
+            assert!(options.remove(key).is_some(), "{key}");
+        }
+        fs::write(
+            dir.path().join(STATE_FILE),
+            toml::to_string(&state).unwrap(),
+        )
+        .unwrap();
+        let read = State::read(dir.path()).unwrap();
+        assert!(read.options.extra_clients.is_empty());
+        assert!(read.options.node_policies.is_empty());
+        assert_eq!(read.options.policy, DEV_POLICY);
+        assert_eq!(read.options.cluster_id, CLUSTER_ID);
     }
 
     #[test]
@@ -1568,6 +1940,35 @@ mod tests {
         assert_eq!(parsed["peers"]["node-2"].as_str(), Some("127.0.0.1:1"));
         assert_eq!(parsed["api"]["clients"]["ops"][0].as_str(), Some("admin"));
         assert!(text.contains("[api.clients]"), "{text}");
+    }
+
+    #[test]
+    fn a_config_without_a_policy_section_gets_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("node-1.toml");
+        let policy = dir.path().join("node-1-policy.toml");
+        fs::write(&config, "[node]\nid = \"node-1\"\n").unwrap();
+        assert!(add_policy_section(&config, &policy).unwrap());
+        let parsed: Table = fs::read_to_string(&config).unwrap().parse().unwrap();
+        assert_eq!(parsed["node"]["id"].as_str(), Some("node-1"));
+        assert_eq!(
+            parsed["policy"]["file"].as_str(),
+            Some(policy.to_str().unwrap())
+        );
+        // Once there, it stays as it is.
+        let before = fs::read_to_string(&config).unwrap();
+        assert!(!add_policy_section(&config, &dir.path().join("other.toml")).unwrap());
+        assert_eq!(fs::read_to_string(&config).unwrap(), before);
+    }
+
+    #[test]
+    fn policy_files_are_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node-1-policy.toml");
+        write_policy(&path, "first").unwrap();
+        write_policy(&path, "second").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "second");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -135,7 +135,12 @@ fn provisions_tokens_pki_databases_and_configs() {
         assert_eq!(urls[index], format!("https://{api}"));
         assert_eq!(
             config["api"]["clients"]["ops"],
-            Value::Array(vec!["admin".into(), "submitter".into(), "auditor".into()])
+            Value::Array(vec![
+                "admin".into(),
+                "submitter".into(),
+                "auditor".into(),
+                "approver".into()
+            ])
         );
 
         assert_eq!(

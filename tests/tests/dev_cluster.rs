@@ -184,7 +184,7 @@ fn dev_cluster_keeps_its_keys_across_down_and_up() {
         .map(str::to_owned)
         .collect();
     assert_eq!(approvers.len(), 3);
-    assert!(approvers[0].ends_with(".dev/approvers/approver-1.key"));
+    assert!(approvers[0].ends_with(".dev/approvers/dev-approver-1.key"));
     assert_eq!(fs::read_to_string(&approvers[0]).unwrap().trim().len(), 64);
     let info: Value =
         serde_json::from_str(&fs::read_to_string(dev.dev().join("cluster.json")).unwrap()).unwrap();

@@ -469,8 +469,40 @@ async fn a_node_cannot_change_its_vote_and_approvals_are_idempotent() {
         s.record_vote(&other_entropy).await,
         Err(StoreError::Refused(_))
     ));
+    // A needs_approvals vote is superseded by the node's next vote (approvals arrived); the
+    // new one then stands like any other.
+    let upgraded = json!(["allowed once dev-approver-1 approved"]);
+    assert!(
+        s.record_vote(&vote(
+            "req-1",
+            "node-3",
+            "needs_approvals",
+            &why,
+            b"vote3-na"
+        ))
+        .await
+        .unwrap()
+    );
+    assert!(
+        s.record_vote(&vote("req-1", "node-3", "allow", &upgraded, b"vote3-allow"))
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        s.record_vote(&vote(
+            "req-1",
+            "node-3",
+            "needs_approvals",
+            &why,
+            b"vote3-na"
+        ))
+        .await,
+        Err(StoreError::Refused(_))
+    ));
     let votes = s.votes("req-1").await.unwrap();
-    assert_eq!(votes.len(), 2);
+    assert_eq!(votes.len(), 3);
+    assert_eq!(votes[2].decision, "allow");
+    assert_eq!(votes[2].reasons, upgraded);
     assert_eq!(
         (votes[0].node_id.as_str(), votes[0].decision.as_str()),
         ("node-1", "needs_approvals")

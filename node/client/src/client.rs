@@ -39,11 +39,13 @@ const USER_AGENT: &str = concat!("strongroom-client/", env!("CARGO_PKG_VERSION")
 
 /// An HTTPS client of the node API, authenticated by a client certificate of the cluster CA.
 ///
-/// Every request opens its own connection (TCP, TLS 1.3, HTTP/1.1), checks that the server is a
-/// node of the cluster (its certificate chains to the cluster CA, is valid now and names a node
-/// of this cluster; host names are not checked, node certificates need carry none), sends one
-/// request and reads the whole answer, all within the configured timeout. TLS sessions are not
-/// resumed, so every connection verifies the node's certificate afresh.
+/// A connection (TCP, TLS 1.3, HTTP/1.1) is opened when no idle one to that node is at hand;
+/// each new connection checks that the server is a node of the cluster (its certificate chains
+/// to the cluster CA, is valid now and names a node of this cluster; host names are not
+/// checked, node certificates need carry none). A request and its whole answer complete within
+/// the configured timeout; after a complete answer the connection is kept for the next request
+/// to the same node (at most [`IDLE_PER_NODE`] per node). TLS sessions are not resumed, so every
+/// new connection verifies the node's certificate afresh.
 ///
 /// Cloning is cheap; clones share the configuration.
 #[derive(Clone)]
@@ -58,6 +60,17 @@ struct Inner {
     cluster: ClusterId,
     client: ClientName,
     timeout: Duration,
+    /// Idle connections by node authority, with the node id their certificate names.
+    idle: std::sync::Mutex<std::collections::HashMap<String, Vec<Idle>>>,
+}
+
+/// Idle connections kept per node.
+pub(crate) const IDLE_PER_NODE: usize = 8;
+
+/// An open connection waiting for its next request.
+struct Idle {
+    sender: http1::SendRequest<Full<Bytes>>,
+    node: String,
 }
 
 impl fmt::Debug for ApiClient {
@@ -327,6 +340,7 @@ impl ApiClient {
                 cluster,
                 client,
                 timeout: config.timeout,
+                idle: std::sync::Mutex::new(std::collections::HashMap::new()),
             }),
         })
     }
@@ -490,15 +504,104 @@ impl ApiClient {
         full_url: &str,
         sent: &AtomicBool,
     ) -> Result<Answer, ClientError> {
-        let connect_error = |detail: String| ClientError::Connect {
-            url: url.configured.clone(),
-            detail,
-        };
         let http_error = |detail: String| ClientError::Http {
             url: full_url.to_owned(),
             detail,
         };
 
+        let (mut sender, node, reused) = match self.take_idle(url).await {
+            Some(idle) => (idle.sender, idle.node, true),
+            None => {
+                let (sender, node) = self.connect(url).await?;
+                (sender, node, false)
+            }
+        };
+        let (method, accept, body) = match call {
+            Call::Get => (Method::GET, "application/json", None),
+            Call::Post(body) => (Method::POST, "application/json", Some(body.clone())),
+            Call::GetText => (Method::GET, "*/*", None),
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(target)
+            .header(header::HOST, url.authority.as_str())
+            .header(header::USER_AGENT, USER_AGENT)
+            .header(header::ACCEPT, accept);
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|e| ClientError::BadUrl {
+                url: target.to_owned(),
+                detail: e.to_string(),
+            })?;
+
+        sent.store(true, Ordering::SeqCst);
+        let response = match sender.send_request(request.clone()).await {
+            Ok(response) => response,
+            // A kept connection the node closed meanwhile: the request was not sent; open a
+            // new connection and send it there.
+            Err(e) if reused && e.is_canceled() => {
+                let (fresh, _) = self.connect(url).await?;
+                sender = fresh;
+                sender
+                    .send_request(request)
+                    .await
+                    .map_err(|e| http_error(describe_http(&e)))?
+            }
+            Err(e) => return Err(http_error(describe_http(&e))),
+        };
+        let status = response.status().as_u16();
+        let keep = !response
+            .headers()
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    format!("the response body exceeds {MAX_RESPONSE_BYTES} bytes")
+                } else {
+                    format!("reading the response body: {}", describe_error(e.as_ref()))
+                }
+            })
+            .map_err(http_error)?
+            .to_bytes();
+        if keep {
+            self.put_idle(
+                url,
+                Idle {
+                    sender,
+                    node: node.clone(),
+                },
+            );
+        }
+        Ok(Answer {
+            status,
+            content_type,
+            body,
+            node,
+        })
+    }
+
+    /// A new verified connection to `url`, driven by a task of its own until either side
+    /// closes it (dropping the sender closes it).
+    async fn connect(
+        &self,
+        url: &NodeUrl,
+    ) -> Result<(http1::SendRequest<Full<Bytes>>, String), ClientError> {
+        let connect_error = |detail: String| ClientError::Connect {
+            url: url.configured.clone(),
+            detail,
+        };
         let tcp = TcpStream::connect((url.host.as_str(), url.port))
             .await
             .map_err(|e| connect_error(format!("TCP connection to {}: {e}", url.authority)))?;
@@ -511,86 +614,44 @@ impl ApiClient {
             .await
             .map_err(|e| handshake_error(&url.configured, &e))?;
         let node = node_of(&tls).map_err(connect_error)?;
-
-        let (mut sender, conn) = http1::handshake::<_, Full<Bytes>>(TokioIo::new(tls))
+        let (sender, conn) = http1::handshake::<_, Full<Bytes>>(TokioIo::new(tls))
             .await
             .map_err(|e| connect_error(format!("HTTP/1.1 handshake: {e}")))?;
-
-        let (method, accept, body) = match call {
-            Call::Get => (Method::GET, "application/json", None),
-            Call::Post(body) => (Method::POST, "application/json", Some(body.clone())),
-            Call::GetText => (Method::GET, "*/*", None),
-        };
-        let mut request = Request::builder()
-            .method(method)
-            .uri(target)
-            .header(header::HOST, url.authority.as_str())
-            .header(header::USER_AGENT, USER_AGENT)
-            .header(header::ACCEPT, accept)
-            // One request per connection: the server closes it after answering.
-            .header(header::CONNECTION, "close");
-        if body.is_some() {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-        }
-        let request = request
-            .body(Full::new(body.unwrap_or_default()))
-            .map_err(|e| ClientError::BadUrl {
-                url: target.to_owned(),
-                detail: e.to_string(),
-            })?;
-
-        sent.store(true, Ordering::SeqCst);
-        let exchange = async move {
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| describe_http(&e))?;
-            let status = response.status().as_u16();
-            let content_type = response
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.is::<http_body_util::LengthLimitError>() {
-                        format!("the response body exceeds {MAX_RESPONSE_BYTES} bytes")
-                    } else {
-                        format!("reading the response body: {}", describe_error(e.as_ref()))
-                    }
-                })?
-                .to_bytes();
-            Ok::<_, String>((status, content_type, body))
-        };
-        // The connection is driven here, not in a task of its own, so that nothing outlives
-        // this call (or its timeout).
-        let mut exchange = std::pin::pin!(exchange);
-        let mut conn = Box::pin(conn);
-        let first = tokio::select! {
-            biased;
-            done = &mut exchange => Ok(done),
-            closed = &mut conn => Err(closed),
-        };
-        let done = match first {
-            Ok(done) => done,
-            Err(closed) => {
-                drop(conn);
-                // The connection ended first: the answer may still be complete in its buffers.
-                exchange.await.map_err(|e| match closed {
-                    Err(c) => format!("{e} ({})", describe_http(&c)),
-                    Ok(()) => e,
-                })
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(error = %describe_http(&e), "API connection ended");
             }
-        };
-        let (status, content_type, body) = done.map_err(http_error)?;
-        Ok(Answer {
-            status,
-            content_type,
-            body,
-            node,
-        })
+        });
+        Ok((sender, node))
+    }
+
+    /// An idle connection to `url` that is still open and ready, if there is one.
+    async fn take_idle(&self, url: &NodeUrl) -> Option<Idle> {
+        loop {
+            let mut idle = {
+                let mut pool = self
+                    .inner
+                    .idle
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                pool.get_mut(&url.authority)?.pop()?
+            };
+            if !idle.sender.is_closed() && idle.sender.ready().await.is_ok() {
+                return Some(idle);
+            }
+        }
+    }
+
+    fn put_idle(&self, url: &NodeUrl, idle: Idle) {
+        let mut pool = self
+            .inner
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let list = pool.entry(url.authority.clone()).or_default();
+        if list.len() < IDLE_PER_NODE {
+            list.push(idle);
+        }
     }
 }
 

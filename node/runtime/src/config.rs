@@ -79,6 +79,9 @@ pub struct Config {
     /// `[signing]`.
     #[serde(default)]
     pub signing: SigningSection,
+    /// `[policy]`.
+    #[serde(default)]
+    pub policy: PolicySection,
     /// `[dev]`.
     #[serde(default)]
     pub dev: DevSection,
@@ -239,6 +242,9 @@ pub struct SigningSection {
     /// Per-signing timeout, seconds.
     #[serde(default = "default_sign_timeout")]
     pub timeout_secs: u64,
+    /// Signing requests this node coordinates at once; more submissions get 429.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
 }
 
 impl Default for SigningSection {
@@ -246,8 +252,19 @@ impl Default for SigningSection {
         Self {
             interactive_fallback: true,
             timeout_secs: default_sign_timeout(),
+            max_in_flight: default_max_in_flight(),
         }
     }
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// The policy file (TOML, `strongroom-policies` format). Without one the node votes to
+    /// deny every signing request.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
 }
 
 /// `[dev]` (honoured only in dev mode).
@@ -262,6 +279,9 @@ pub struct DevSection {
     pub dangerous_corrupt_partials: bool,
 }
 
+fn default_max_in_flight() -> usize {
+    256
+}
 fn default_rate() -> f64 {
     20.0
 }
@@ -347,6 +367,11 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        if let Some(p) = &mut config.policy.file {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
         // A bare module name stays as is: the dynamic loader searches for it.
         if config.token.module.is_relative() && config.token.module.components().count() > 1 {
             config.token.module = base.join(&config.token.module);
@@ -424,6 +449,9 @@ impl Config {
                     p.low_water, p.target, p.max
                 ),
             ));
+        }
+        if self.signing.max_in_flight == 0 {
+            return Err(self.invalid("signing.max_in_flight", "must be at least 1"));
         }
         if self.signing.timeout_secs == 0 {
             return Err(self.invalid("signing.timeout_secs", "must be at least 1"));

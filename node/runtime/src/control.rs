@@ -9,6 +9,38 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::votes::SignedVote;
+
+/// What a signer signs: a raw digest (dev mode only) or one input of a stored signing request,
+/// whose sighash every signer computes itself from its own copy of the PSBT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SignTarget {
+    /// A 32-byte digest handed in by a dev client (refused outside dev mode).
+    Digest {
+        /// Derivation path, e.g. `0/17`.
+        path: String,
+        /// The digest, hex.
+        digest: String,
+    },
+    /// Input `input_index` of the signing request the message names.
+    Input {
+        /// The input.
+        input_index: u32,
+    },
+}
+
+impl SignTarget {
+    /// The id under which a presignature is reserved and consumed for this target: the
+    /// request id for a digest, `<request id>/<input>` for an input of a signing request.
+    pub fn reservation_id(&self, request_id: &str) -> String {
+        match self {
+            SignTarget::Digest { .. } => request_id.to_owned(),
+            SignTarget::Input { input_index } => format!("{request_id}/{input_index}"),
+        }
+    }
+}
+
 /// A request from a peer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -53,6 +85,9 @@ pub enum Request {
         signers: Vec<u16>,
         /// The presignature chosen by the first signer, if any.
         presig_id: Option<String>,
+        /// What will be signed (the signer checks its own vote before it reserves anything
+        /// for a signing request).
+        target: SignTarget,
     },
     /// Issue this signer's partial signature.
     Partial {
@@ -62,10 +97,8 @@ pub enum Request {
         key_id: String,
         /// The reserved presignature.
         presig_id: String,
-        /// Derivation path, e.g. `0/17`.
-        path: String,
-        /// The 32-byte message digest, hex.
-        digest: String,
+        /// What to sign.
+        target: SignTarget,
         /// Every signer's entropy as (party index, hex). A list, not a map: JSON object keys
         /// are strings and do not read back as integers inside a tagged enum.
         entropy: Vec<(u16, String)>,
@@ -73,7 +106,7 @@ pub enum Request {
     /// A signing attempt with this presignature failed before every signer issued its partial:
     /// discard it (a reservation is never handed back to the pool).
     Discard {
-        /// The signing request.
+        /// The reservation id ([`SignTarget::reservation_id`]).
         request_id: String,
         /// The presignature.
         presig_id: String,
@@ -88,10 +121,59 @@ pub enum Request {
         key_id: String,
         /// Party indices of the signers.
         signers: Vec<u16>,
-        /// Derivation path.
-        path: String,
-        /// The 32-byte message digest, hex.
-        digest: String,
+        /// What to sign.
+        target: SignTarget,
+    },
+    /// A signing request was submitted: check the PSBT, store the request, evaluate it against
+    /// this node's policy and answer with this node's signed vote.
+    Propose {
+        /// The request id (derived from the request digest).
+        request_id: String,
+        /// Key id.
+        key_id: String,
+        /// The PSBT, base64, exactly as the client handed it in.
+        psbt: String,
+        /// The client's memo.
+        memo: Option<String>,
+        /// The submitting client's name (its roles come from this node's configuration).
+        submitter: String,
+    },
+    /// Every vote collected for a request: verify each against its voter's certificate, store
+    /// it, and settle this node's view of the request.
+    Votes {
+        /// The request.
+        request_id: String,
+        /// The signed votes.
+        votes: Vec<SignedVote>,
+    },
+    /// An approver approved a request: verify the approval against this node's policy, store
+    /// it, and answer with this node's (possibly new) vote.
+    Approve {
+        /// The request.
+        request_id: String,
+        /// Approver name.
+        approver: String,
+        /// Ed25519 signature over the request digest, hex.
+        signature: String,
+    },
+    /// Coordinate the signing of an approved request (sent to a node that voted to allow).
+    SignApproved {
+        /// The request.
+        request_id: String,
+    },
+    /// A request was signed: these signatures (by input) complete it.
+    Finished {
+        /// The request.
+        request_id: String,
+        /// (input index, compact `r || s` hex).
+        signatures: Vec<(u32, String)>,
+    },
+    /// A request failed for good.
+    Failed {
+        /// The request.
+        request_id: String,
+        /// Why.
+        error: String,
     },
 }
 
@@ -107,6 +189,12 @@ impl Request {
             Request::Partial { .. } => "partial",
             Request::Discard { .. } => "discard",
             Request::InteractiveSign { .. } => "interactive_sign",
+            Request::Propose { .. } => "propose",
+            Request::Votes { .. } => "votes",
+            Request::Approve { .. } => "approve",
+            Request::SignApproved { .. } => "sign_approved",
+            Request::Finished { .. } => "finished",
+            Request::Failed { .. } => "failed",
         }
     }
 }
@@ -142,6 +230,8 @@ pub enum Reply {
         /// The partial.
         partial: String,
     },
+    /// This node's signed vote on a request.
+    Vote(SignedVote),
     /// An interactive signature, hex r and s.
     Signature {
         /// r.
@@ -247,13 +337,16 @@ mod tests {
                 key_id: "11".into(),
                 signers: vec![1, 2],
                 presig_id: Some("33".into()),
+                target: SignTarget::Input { input_index: 1 },
             },
             Request::Partial {
                 request_id: "r".into(),
                 key_id: "11".into(),
                 presig_id: "33".into(),
-                path: "0/1".into(),
-                digest: "44".into(),
+                target: SignTarget::Digest {
+                    path: "0/1".into(),
+                    digest: "44".into(),
+                },
                 entropy: vec![(0, "aa".into()), (2, "bb".into())],
             },
             Request::Discard {
@@ -265,8 +358,34 @@ mod tests {
                 request_id: "r".into(),
                 key_id: "11".into(),
                 signers: vec![0, 1],
-                path: "1/5".into(),
-                digest: "44".into(),
+                target: SignTarget::Input { input_index: 0 },
+            },
+            Request::Propose {
+                request_id: "r".into(),
+                key_id: "k".into(),
+                psbt: "cHNidP8=".into(),
+                memo: Some("rent".into()),
+                submitter: "wallet".into(),
+            },
+            Request::Votes {
+                request_id: "r".into(),
+                votes: vec![],
+            },
+            Request::Approve {
+                request_id: "r".into(),
+                approver: "alice".into(),
+                signature: "00".into(),
+            },
+            Request::SignApproved {
+                request_id: "r".into(),
+            },
+            Request::Finished {
+                request_id: "r".into(),
+                signatures: vec![(0, "ab".into())],
+            },
+            Request::Failed {
+                request_id: "r".into(),
+                error: "x".into(),
             },
         ];
         for r in &requests {

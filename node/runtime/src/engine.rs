@@ -33,7 +33,7 @@ use strongroom_transport::{
 use tokio::sync::watch;
 
 use crate::config::{Config, PrimesSource};
-use crate::control::{KeyStatus, NodeStatus, PoolStatus, RemoteError, Reply, Request};
+use crate::control::{KeyStatus, NodeStatus, PoolStatus, RemoteError, Reply, Request, SignTarget};
 use crate::metrics::{EngineMetrics, PoolLabels};
 
 /// Token counter advanced by every presignature consumption (the rollback check compares it
@@ -156,6 +156,7 @@ pub struct Engine {
     pub(crate) coord: watch::Receiver<strongroom_coord::CoordState>,
     pub(crate) metrics: EngineMetrics,
     pub(crate) network: strongroom_bitcoin::bitcoin::Network,
+    pub(crate) requests: crate::requests::RequestsState,
     primes: Mutex<PrimesStatus>,
     reservations: Mutex<HashMap<(String, Vec<u8>), Reservation>>,
     shares: Mutex<HashMap<String, Arc<SecretKeyShare>>>,
@@ -247,6 +248,7 @@ impl Engine {
         coord: watch::Receiver<strongroom_coord::CoordState>,
         metrics: EngineMetrics,
         network: strongroom_bitcoin::bitcoin::Network,
+        requests: crate::requests::RequestsState,
     ) -> Result<Self, EngineError> {
         let members = cfg.members();
         let me = cfg.node.id.clone();
@@ -266,6 +268,7 @@ impl Engine {
             coord,
             metrics,
             network,
+            requests,
             primes: Mutex::new(PrimesStatus::default()),
             reservations: Mutex::new(HashMap::new()),
             shares: Mutex::new(HashMap::new()),
@@ -538,19 +541,25 @@ impl Engine {
                 key_id,
                 signers,
                 presig_id,
+                target,
             } => {
-                self.reserve(&request_id, &key_id, &signers, presig_id.as_deref())
-                    .await
+                self.reserve(
+                    &request_id,
+                    &key_id,
+                    &signers,
+                    presig_id.as_deref(),
+                    &target,
+                )
+                .await
             }
             Request::Partial {
                 request_id,
                 key_id,
                 presig_id,
-                path,
-                digest,
+                target,
                 entropy,
             } => self
-                .partial(&request_id, &key_id, &presig_id, &path, &digest, &entropy)
+                .partial(&request_id, &key_id, &presig_id, &target, &entropy)
                 .await
                 .map(|p| Reply::Partial {
                     partial: hex::encode(p.to_bytes()),
@@ -567,15 +576,51 @@ impl Engine {
                 request_id,
                 key_id,
                 signers,
-                path,
-                digest,
+                target,
             } => self
-                .join_interactive(&session_id, &request_id, &key_id, &signers, &path, &digest)
+                .join_interactive(&session_id, &request_id, &key_id, &signers, &target)
                 .await
                 .map(|sig| Reply::Signature {
                     r: hex::encode(sig.r),
                     s: hex::encode(sig.s),
                 }),
+            Request::Propose {
+                request_id,
+                key_id,
+                psbt,
+                memo,
+                submitter,
+            } => self
+                .propose(&request_id, &key_id, &psbt, memo.as_deref(), &submitter)
+                .await
+                .map(Reply::Vote),
+            Request::Votes { request_id, votes } => self
+                .receive_votes(&request_id, &votes)
+                .await
+                .map(|_| Reply::Done),
+            Request::Approve {
+                request_id,
+                approver,
+                signature,
+            } => self
+                .receive_approval(from, &request_id, &approver, &signature)
+                .await
+                .map(Reply::Vote),
+            Request::SignApproved { request_id } => {
+                crate::requests::spawn_signing(self.clone(), request_id);
+                Ok(Reply::Done)
+            }
+            Request::Finished {
+                request_id,
+                signatures,
+            } => self
+                .receive_signatures(&request_id, &signatures)
+                .await
+                .map(|()| Reply::Done),
+            Request::Failed { request_id, error } => self
+                .receive_failure(&request_id, &error)
+                .await
+                .map(|()| Reply::Done),
         };
         match result {
             Ok(reply) => reply,
@@ -590,7 +635,7 @@ impl Engine {
 
     /// Until the PSBT path signs, the only message source is the dev digest endpoint: a node
     /// outside dev mode never signs a digest a peer hands it.
-    fn require_raw_digests(&self) -> Result<(), EngineError> {
+    pub(crate) fn require_raw_digests(&self) -> Result<(), EngineError> {
         if self.cfg.node.dev_mode && self.cfg.dev.dangerous_sign_digest_endpoint {
             Ok(())
         } else {
@@ -964,7 +1009,11 @@ impl Engine {
         key_id: &str,
         signers: &[u16],
         presig_id: Option<&str>,
+        target: &SignTarget,
     ) -> Result<Reply, EngineError> {
+        // Nothing is reserved for what this node would not sign.
+        self.message_for(request_id, key_id, target).await?;
+        let request_id = &target.reservation_id(request_id);
         if !signers.contains(&self.my_index) {
             return Err(EngineError::refused(
                 "bad-request",
@@ -1033,14 +1082,14 @@ impl Engine {
         request_id: &str,
         key_id: &str,
         presig_hex: &str,
-        path: &str,
-        digest_hex: &str,
+        target: &SignTarget,
         entropy_hex: &[(u16, String)],
     ) -> Result<PartialSignature, EngineError> {
-        self.require_raw_digests()?;
+        // The message: this node's own sighash of its own copy of the request, and only if
+        // this node voted to allow it.
+        let (path, digest) = self.message_for(request_id, key_id, target).await?;
+        let request_id = &target.reservation_id(request_id);
         let presig_id = presig_bytes(presig_hex)?;
-        let digest = hex32(digest_hex, "digest")?;
-        let path = parse_path(path)?;
         let own = lock(&self.reservations)
             .remove(&(request_id.to_owned(), presig_id.clone()))
             .ok_or_else(|| {
@@ -1164,13 +1213,10 @@ impl Engine {
         request_id: &str,
         key_id: &str,
         signers: &[u16],
-        path: &str,
-        digest_hex: &str,
+        target: &SignTarget,
     ) -> Result<strongroom_mpc::online::EcdsaSignature, EngineError> {
-        self.require_raw_digests()?;
+        let (path, digest) = self.message_for(request_id, key_id, target).await?;
         let session = hex32(session_hex, "session id")?;
-        let digest = hex32(digest_hex, "digest")?;
-        let path = parse_path(path)?;
         let share = self.share(key_id).await?;
         let signer_set = SignerSet::new(signers.to_vec())
             .map_err(|e| EngineError::refused("bad-request", e.to_string()))?;

@@ -6,6 +6,7 @@
 //!
 //! - [`engine`]: a node's part in aux info, key generation, presigning and signing;
 //! - [`leader`]: what the elected leader drives (aux info once per cluster, pool refills);
+//! - [`requests`]: policy-gated signing requests, from a client's PSBT to a signed PSBT;
 //! - [`signing`]: online signing from the pool, with the interactive fallback;
 //! - [`control`]: the messages nodes exchange over the transport;
 //! - [`votes`]: signed policy votes and their verification against the voter's certificate;
@@ -16,6 +17,7 @@ pub mod control;
 pub mod engine;
 pub mod leader;
 pub mod metrics;
+pub mod requests;
 pub mod routes;
 pub mod run;
 pub mod session_ids;

@@ -4,17 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use strongroom_api::{Access, ApiError, Json, Operation, Problem, Role, Routes};
+use strongroom_api::{Access, ApiError, Caller, Json, Operation, Problem, Role, Routes};
 use strongroom_bitcoin::ClusterKey;
-use strongroom_store::KeyRecord;
+use strongroom_store::{KeyRecord, NewSignRequest, SignRequestRecord};
 
 use crate::control::Request;
 use crate::engine::{Engine, EngineError, random_id};
 use crate::leader::{agreed_aux, signer_sets};
+use crate::requests::{FINAL_STATES, IntakeFailure, request_id_of, summary_json};
 
 /// How long key generation may wait for the cluster's aux info.
 const AUX_WAIT: Duration = Duration::from_secs(1800);
@@ -37,6 +38,10 @@ pub fn problem(e: &EngineError) -> ApiError {
                 }
                 "not-ready" => (StatusCode::SERVICE_UNAVAILABLE, "Cluster not ready"),
                 "refused" => (StatusCode::FORBIDDEN, "Refused by policy"),
+                "approval-refused" => (StatusCode::FORBIDDEN, "Approval refused"),
+                "unknown-request" => (StatusCode::NOT_FOUND, "Unknown signing request"),
+                "invalid-psbt" => (StatusCode::BAD_REQUEST, "Invalid PSBT"),
+                "request-closed" => (StatusCode::CONFLICT, "Request closed"),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "Signing failed"),
             };
             ((*kind).to_owned(), status, title)
@@ -90,10 +95,121 @@ struct SignDigest {
     digest: String,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Submit {
+    key_id: String,
+    psbt: String,
+    #[serde(default)]
+    memo: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Approval {
+    approver: String,
+    signature: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShowQuery {
+    #[serde(default)]
+    wait_secs: Option<u64>,
+    /// With `wait_secs`: answer only once the state is one of these (comma-separated), final,
+    /// or the wait is over.
+    #[serde(default)]
+    until: Option<String>,
+}
+
+/// Longest long poll.
+const MAX_WAIT_SECS: u64 = 30;
+/// Longest memo.
+const MAX_MEMO_CHARS: usize = 500;
+
 /// Every route of the engine.
 pub fn routes(engine: Arc<Engine>) -> Routes {
     let readers = Access::AnyOf(vec![Role::Admin, Role::Auditor, Role::Submitter]);
+    let request_readers = Access::AnyOf(vec![
+        Role::Admin,
+        Role::Auditor,
+        Role::Submitter,
+        Role::Approver,
+    ]);
+    let request_schema = json!({"type": "object", "required": ["request_id", "key_id", "state", "digest", "summary", "decisions", "approvals"],
+        "properties": {
+            "request_id": {"type": "string"}, "key_id": {"type": "string"},
+            "state": {"type": "string", "enum": ["voting", "awaiting_approvals", "approved", "signing", "signed", "rejected", "failed"]},
+            "digest": {"type": "string", "description": "hex; approvers sign these 32 bytes"},
+            "summary": {"type": "object"},
+            "decisions": {"type": "array", "items": {"type": "object"}},
+            "approvals": {"type": "array", "items": {"type": "object"}},
+            "needs": {"type": ["object", "null"]},
+            "psbt": {"type": "string", "description": "base64; the signed PSBT once signed"},
+            "tx_hex": {"type": ["string", "null"]}}});
     let mut r = Routes::<Arc<Engine>>::new()
+        .post(
+            "/v1/sign-requests",
+            submit,
+            Operation::new("submit_sign_request", "Submit a PSBT for signing", Access::role(Role::Submitter))
+                .tag("signing")
+                .description("Every node checks the PSBT, evaluates it against its own policy and votes; the request is signed once t nodes allow it. Submitting the same PSBT for the same key again returns the existing request.")
+                .request_json(json!({"type": "object", "required": ["key_id", "psbt"],
+                    "properties": {"key_id": {"type": "string"}, "psbt": {"type": "string", "description": "base64 (BIP-174)"}, "memo": {"type": "string"}}}))
+                .response_json(202, "Accepted", json!({"type": "object", "required": ["request_id", "state"]}))
+                .problem(400, "The PSBT is malformed or not signable; the detail names the input, output or field")
+                .problem(404, "Unknown key")
+                .problem(429, "Too many requests in flight on this node"),
+        )
+        .get(
+            "/v1/sign-requests",
+            list_requests,
+            Operation::new("list_sign_requests", "List signing requests (a submitter sees its own)", request_readers.clone())
+                .tag("signing")
+                .query("state", "Only requests in this state", false, json!({"type": "string"}))
+                .query("limit", "At most this many (default 100, at most 1000)", false, json!({"type": "integer"}))
+                .response_json(200, "The requests, newest first", json!({"type": "object"})),
+        )
+        .get(
+            "/v1/sign-requests/{request_id}",
+            show_request,
+            Operation::new("show_sign_request", "Show one signing request", request_readers)
+                .tag("signing")
+                .path_param("request_id", "Request id", json!({"type": "string"}))
+                .query("wait_secs", "Long poll: answer once the state changes or after this many seconds (at most 30)", false, json!({"type": "integer"}))
+                .query("until", "With wait_secs: answer only once the state is one of these (comma-separated) or final", false, json!({"type": "string"}))
+                .response_json(200, "The request", request_schema)
+                .problem(404, "Unknown request"),
+        )
+        .post(
+            "/v1/sign-requests/{request_id}/approvals",
+            approve_request,
+            Operation::new("approve_sign_request", "Approve a signing request", Access::role(Role::Approver))
+                .tag("signing")
+                .path_param("request_id", "Request id", json!({"type": "string"}))
+                .request_json(json!({"type": "object", "required": ["approver", "signature"],
+                    "properties": {"approver": {"type": "string"}, "signature": {"type": "string", "description": "hex Ed25519 signature over the 32 digest bytes"}}}))
+                .response_json(200, "Approval accepted", json!({"type": "object"}))
+                .problem(403, "Unknown approver or bad signature")
+                .problem(404, "Unknown request")
+                .problem(409, "The request is no longer open for approvals"),
+        )
+        .get(
+            "/v1/policy",
+            show_policy,
+            Operation::new("show_policy", "This node's policy: id, hash, rules", Access::AnyOf(vec![Role::Admin, Role::Auditor, Role::Submitter, Role::Approver]))
+                .tag("signing")
+                .response_json(200, "The policy", json!({"type": "object"})),
+        )
         .post(
             "/v1/keys",
             create_key,
@@ -389,4 +505,313 @@ async fn sign_digest(
         Ok(Err(e)) => Err(problem(&e)),
         Err(e) => Err(ApiError::internal(e)),
     }
+}
+
+fn store_problem(e: strongroom_store::StoreError) -> ApiError {
+    problem(&EngineError::Store(e))
+}
+
+async fn submit(
+    State(engine): State<Arc<Engine>>,
+    caller: Caller,
+    Json(body): Json<Submit>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if let Some(memo) = &body.memo {
+        if memo.chars().count() > MAX_MEMO_CHARS || memo.chars().any(char::is_control) {
+            return Err(ApiError::invalid_field(
+                "memo",
+                format!("a memo is at most {MAX_MEMO_CHARS} printable characters"),
+            ));
+        }
+    }
+    let parsed = match engine.intake(&body.key_id, &body.psbt).await {
+        Ok(p) => p,
+        Err(IntakeFailure::Engine(e)) => return Err(problem(&e)),
+        Err(IntakeFailure::Psbt(e)) => {
+            tracing::info!(client = caller.name(), error = %e, "PSBT refused at intake");
+            let mut p = Problem::new("invalid-psbt", StatusCode::BAD_REQUEST, "Invalid PSBT")
+                .with_detail(e.to_string())
+                .with_extension("field", "psbt");
+            if let Some(i) = e.input() {
+                p = p.with_extension("input", i);
+            }
+            if let Some(o) = e.output() {
+                p = p.with_extension("output", o);
+            }
+            return Err(p.into());
+        }
+    };
+    let digest = parsed.digest().to_bytes();
+    let request_id = request_id_of(&digest);
+    let accepted = |record: &SignRequestRecord, existing: bool| {
+        (
+            StatusCode::ACCEPTED,
+            Json(
+                json!({"request_id": record.request_id, "state": record.state, "existing": existing}),
+            ),
+        )
+    };
+    if let Some(existing) = engine
+        .store
+        .sign_request(&request_id)
+        .await
+        .map_err(store_problem)?
+    {
+        return Ok(accepted(&existing, true));
+    }
+    let Ok(permit) = engine.requests.in_flight.clone().try_acquire_owned() else {
+        return Err(Problem::new(
+            "too-busy",
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many signing requests in flight",
+        )
+        .with_detail(format!(
+            "node {} coordinates {} requests already; retry shortly or submit to another node",
+            engine.node_id(),
+            engine.cfg.signing.max_in_flight
+        ))
+        .with_retry_after(Duration::from_secs(1))
+        .into());
+    };
+    let summary = summary_json(&parsed);
+    let (record, created) = engine
+        .store
+        .insert_sign_request(&NewSignRequest {
+            request_id: &request_id,
+            key_id: &body.key_id,
+            digest: &digest,
+            psbt: body.psbt.trim(),
+            memo: body.memo.as_deref(),
+            submitter: caller.name(),
+            summary: &summary,
+        })
+        .await
+        .map_err(store_problem)?;
+    if !created {
+        return Ok(accepted(&record, true));
+    }
+    tracing::info!(request_id = %request_id, key_id = %body.key_id, client = caller.name(), "signing request received");
+    let response = accepted(&record, false);
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        crate::requests::coordinate(engine, record).await;
+    });
+    Ok(response)
+}
+
+/// Whether `caller` may read requests of other submitters.
+fn reads_all(caller: &Caller) -> bool {
+    caller.has(Role::Auditor) || caller.has(Role::Admin) || caller.has(Role::Approver)
+}
+
+async fn request_json(engine: &Engine, r: &SignRequestRecord) -> Result<Value, ApiError> {
+    let votes = engine
+        .store
+        .votes(&r.request_id)
+        .await
+        .map_err(store_problem)?;
+    let approvals = engine
+        .store
+        .approvals(&r.request_id)
+        .await
+        .map_err(store_problem)?;
+    let needs = if r.state == "awaiting_approvals" {
+        engine.needs(r).await
+    } else {
+        None
+    };
+    let time = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    };
+    Ok(json!({
+        "request_id": r.request_id,
+        "key_id": r.key_id,
+        "state": r.state,
+        "digest": hex::encode(&r.digest),
+        "summary": r.summary,
+        "decisions": votes.iter().map(|v| json!({
+            "node_id": v.node_id,
+            "decision": v.decision,
+            "reasons": v.reasons,
+            "policy_hash": hex::encode(&v.policy_hash),
+        })).collect::<Vec<_>>(),
+        "approvals": approvals.iter().map(|a| json!({
+            "approver": a.approver,
+            "verified_at": time(a.verified_at),
+        })).collect::<Vec<_>>(),
+        "needs": needs,
+        "psbt": r.signed_psbt.as_ref().unwrap_or(&r.psbt),
+        "tx_hex": r.tx_hex,
+        "memo": r.memo,
+        "submitter": r.submitter,
+        "error": r.error,
+        "created_at": time(r.created_at),
+        "updated_at": time(r.updated_at),
+        "node_id": engine.node_id(),
+    }))
+}
+
+async fn list_requests(
+    State(engine): State<Arc<Engine>>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(state) = &q.state {
+        if !strongroom_store::SIGN_REQUEST_STATES.contains(&state.as_str()) {
+            return Err(ApiError::invalid_field(
+                "state",
+                format!(
+                    "unknown state '{state}'; states are {}",
+                    strongroom_store::SIGN_REQUEST_STATES.join(", ")
+                ),
+            ));
+        }
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let submitter = (!reads_all(&caller)).then(|| caller.name().to_owned());
+    let records = engine
+        .store
+        .sign_requests(q.state.as_deref(), submitter.as_deref(), limit)
+        .await
+        .map_err(store_problem)?;
+    let mut list = Vec::with_capacity(records.len());
+    for r in &records {
+        list.push(request_json(&engine, r).await?);
+    }
+    Ok(Json(json!({"sign_requests": list})))
+}
+
+async fn load_visible(
+    engine: &Engine,
+    caller: &Caller,
+    request_id: &str,
+) -> Result<SignRequestRecord, ApiError> {
+    let unknown = || {
+        problem(&EngineError::Refused {
+            kind: "unknown-request",
+            detail: format!(
+                "no signing request {request_id} on node {}",
+                engine.node_id()
+            ),
+        })
+    };
+    let record = engine
+        .store
+        .sign_request(request_id)
+        .await
+        .map_err(store_problem)?
+        .ok_or_else(unknown)?;
+    if !reads_all(caller) && record.submitter != caller.name() {
+        return Err(unknown());
+    }
+    Ok(record)
+}
+
+async fn show_request(
+    State(engine): State<Arc<Engine>>,
+    caller: Caller,
+    Path(request_id): Path<String>,
+    Query(q): Query<ShowQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let wait = Duration::from_secs(q.wait_secs.unwrap_or(0).min(MAX_WAIT_SECS));
+    let deadline = tokio::time::Instant::now() + wait;
+    // Subscribe before the first read so no change slips between the two.
+    let mut changes = engine.requests.changed.subscribe();
+    let first = load_visible(&engine, &caller, &request_id).await?;
+    let until: Vec<String> = q
+        .until
+        .as_deref()
+        .map(|u| u.split(',').map(|s| s.trim().to_owned()).collect())
+        .unwrap_or_default();
+    for state in &until {
+        if !strongroom_store::SIGN_REQUEST_STATES.contains(&state.as_str()) {
+            return Err(ApiError::invalid_field(
+                "until",
+                format!(
+                    "unknown state '{state}'; states are {}",
+                    strongroom_store::SIGN_REQUEST_STATES.join(", ")
+                ),
+            ));
+        }
+    }
+    let initial = first.state.clone();
+    let mut record = first;
+    let waiting = |r: &SignRequestRecord| {
+        if FINAL_STATES.contains(&r.state.as_str()) {
+            return false;
+        }
+        if until.is_empty() {
+            r.state == initial
+        } else {
+            !until.contains(&r.state)
+        }
+    };
+    while !wait.is_zero() && waiting(&record) {
+        match tokio::time::timeout_at(deadline, changes.recv()).await {
+            Err(_) => break,
+            Ok(Ok(id)) if id != request_id => continue,
+            Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                record = load_visible(&engine, &caller, &request_id).await?;
+            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
+        }
+    }
+    Ok(Json(request_json(&engine, &record).await?))
+}
+
+async fn approve_request(
+    State(engine): State<Arc<Engine>>,
+    caller: Caller,
+    Path(request_id): Path<String>,
+    Json(body): Json<Approval>,
+) -> Result<Json<Value>, ApiError> {
+    let record = load_visible(&engine, &caller, &request_id).await?;
+    if !matches!(record.state.as_str(), "voting" | "awaiting_approvals") {
+        return Err(problem(&EngineError::Refused {
+            kind: "request-closed",
+            detail: format!(
+                "request {request_id} is {}; approvals no longer change it",
+                record.state
+            ),
+        }));
+    }
+    if let Err(e) = engine
+        .accept_approval(&record, &body.approver, &body.signature)
+        .await
+    {
+        tracing::warn!(request_id = %request_id, client = caller.name(), approver = %body.approver, error = %e, "approval refused");
+        return Err(problem(&e));
+    }
+    crate::requests::approve(&engine, &request_id, &body.approver, &body.signature)
+        .await
+        .map_err(|e| problem(&e))?;
+    let state = engine
+        .store
+        .sign_request(&request_id)
+        .await
+        .map_err(store_problem)?
+        .map_or(record.state, |r| r.state);
+    Ok(Json(
+        json!({"request_id": request_id, "state": state, "approver": body.approver}),
+    ))
+}
+
+async fn show_policy(State(engine): State<Arc<Engine>>) -> Result<Json<Value>, ApiError> {
+    let Some(policy) = engine.requests.policy.as_ref() else {
+        return Ok(Json(json!({"node_id": engine.node_id(), "policy": null})));
+    };
+    Ok(Json(json!({
+        "node_id": engine.node_id(),
+        "policy": {
+            "id": policy.id(),
+            "version": policy.version(),
+            "description": policy.description(),
+            "hash": policy.hash().to_hex(),
+            "rules": policy.rules().iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
+            "approvers": policy.approvers().map(|a| a.name().to_owned()).collect::<Vec<_>>(),
+        }
+    })))
 }

@@ -62,6 +62,14 @@ pub enum NodeError {
     /// The database and the token disagree in a way that is not safe to repair automatically.
     #[error("rollback check: {0}")]
     Rollback(String),
+    /// The policy file cannot be used.
+    #[error("policy file {path}: {detail}")]
+    Policy {
+        /// The file.
+        path: String,
+        /// Why.
+        detail: String,
+    },
     /// The engine cannot start.
     #[error("engine: {0}")]
     Engine(#[from] crate::engine::EngineError),
@@ -165,6 +173,7 @@ pub async fn run(
         }
     };
 
+    let policy = load_policy(&config)?;
     let store = Store::connect(&config.database.url, config.database.max_connections).await?;
     rollback_check(&token, &store).await?;
     let lost = store.discard_stale_reservations(Duration::ZERO).await?;
@@ -235,6 +244,13 @@ pub async fn run(
 
     let metrics = Metrics::new();
     let engine_metrics = EngineMetrics::register(&metrics);
+    let own_cert = chain
+        .first()
+        .cloned()
+        .ok_or_else(|| NodeError::Certificate {
+            path: config.transport.certificate.display().to_string(),
+            detail: "holds no certificate".into(),
+        })?;
     let engine = Arc::new(Engine::new(
         config.clone(),
         token.clone(),
@@ -243,6 +259,7 @@ pub async fn run(
         coordinator.subscribe(),
         engine_metrics,
         network,
+        crate::requests::RequestsState::new(policy, own_cert, config.signing.max_in_flight),
     )?);
 
     let mut tasks = Vec::new();
@@ -278,6 +295,21 @@ pub async fn run(
                 tokio::time::sleep(Duration::from_secs(10)).await;
                 if let Err(e) = engine.sweep_reservations(age).await {
                     tracing::warn!(error = %e, "reservation sweep failed");
+                }
+            }
+        }));
+    }
+    {
+        // The leader resumes signing requests whose coordinator stopped.
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                if !engine.coord.borrow().is_leader {
+                    continue;
+                }
+                if let Err(e) = crate::requests::resume_stalled(&engine).await {
+                    tracing::warn!(error = %e, "resuming stalled signing requests failed");
                 }
             }
         }));
@@ -366,4 +398,25 @@ pub async fn run(
     }
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// Loads the node's policy file, if one is configured.
+pub fn load_policy(config: &Config) -> Result<Option<strongroom_policies::Policy>, NodeError> {
+    let Some(path) = &config.policy.file else {
+        tracing::warn!(
+            "no [policy] file configured: this node votes to deny every signing request"
+        );
+        return Ok(None);
+    };
+    let policy = strongroom_policies::Policy::load(path).map_err(|e| NodeError::Policy {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    tracing::info!(
+        policy = policy.id(),
+        hash = %policy.hash().to_hex(),
+        rules = policy.rules().len(),
+        "policy loaded"
+    );
+    Ok(Some(policy))
 }

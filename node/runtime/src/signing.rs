@@ -14,7 +14,7 @@ use strongroom_mpc::online::{NodeComputedSighash, OnlineSigning, PartialSignatur
 use strongroom_mpc::presign::PresignaturePublic;
 use strongroom_store::SignatureRecord;
 
-use crate::control::{Reply, Request};
+use crate::control::{Reply, Request, SignTarget};
 use crate::engine::{Engine, EngineError, hex32, parse_path, random_id};
 use crate::leader::signer_sets;
 
@@ -53,28 +53,63 @@ pub struct SignOutcome {
 const TRIES_PER_POOL: usize = 2;
 
 /// Signs `digest` at `path` with key `key_id`: from a pool if one can serve, else interactively
-/// if configured. Dev mode only until the PSBT path computes the message on every node.
+/// if configured. Dev mode only: the PSBT path ([`crate::requests`]) has every node compute the
+/// message itself.
 pub async fn sign_digest(
     engine: &Arc<Engine>,
     key_id: &str,
     path_text: &str,
     digest_hex: &str,
 ) -> Result<SignOutcome, EngineError> {
-    let started = Instant::now();
+    engine.require_raw_digests()?;
     let digest = hex32(digest_hex, "digest")?;
+    let request_id = hex::encode(random_id::<16>());
+    let target = SignTarget::Digest {
+        path: path_text.to_owned(),
+        digest: digest_hex.to_owned(),
+    };
+    sign_message(
+        engine,
+        &request_id,
+        key_id,
+        path_text,
+        digest,
+        &target,
+        None,
+    )
+    .await
+}
+
+/// Signs `digest` (the message of `target`) at `path_text` with key `key_id` for `request_id`:
+/// from a pool of a signer set inside `allowed` (every party when `None`) if one can serve,
+/// else interactively if configured.
+pub(crate) async fn sign_message(
+    engine: &Arc<Engine>,
+    request_id: &str,
+    key_id: &str,
+    path_text: &str,
+    digest: [u8; 32],
+    target: &SignTarget,
+    allowed: Option<&[u16]>,
+) -> Result<SignOutcome, EngineError> {
+    let started = Instant::now();
     let path = parse_path(path_text)?;
     let key = engine.public_info(key_id).await?;
     let child = key
         .child_public_key(&path)
         .map_err(|e| EngineError::refused("invalid-path", e.to_string()))?;
-    let request_id = hex::encode(random_id::<16>());
     let timeout = Duration::from_secs(engine.cfg.signing.timeout_secs);
+    let usable = |set: &[u16]| {
+        set.iter().all(|i| engine.reachable(*i))
+            && allowed.is_none_or(|a| set.iter().all(|i| a.contains(i)))
+    };
 
-    // Pools whose signers are all reachable; those this node belongs to first, fullest first.
+    // Pools whose signers are all reachable (and allowed); those this node belongs to first,
+    // fullest first.
     let own_counts = engine.store.available_counts(key_id).await?;
     let mut candidates: Vec<(Vec<u16>, i64)> = Vec::new();
     for set in signer_sets(key.n, key.threshold) {
-        if !set.iter().all(|i| engine.reachable(*i)) {
+        if !usable(&set) {
             continue;
         }
         let name = engine.signer_set_name(&set)?;
@@ -94,15 +129,7 @@ pub async fn sign_digest(
     for (set, _) in &candidates {
         for _ in 0..TRIES_PER_POOL {
             match sign_from_pool(
-                engine,
-                &request_id,
-                key_id,
-                &key,
-                &path,
-                path_text,
-                digest,
-                set,
-                timeout,
+                engine, request_id, key_id, &key, &path, path_text, digest, target, set, timeout,
             )
             .await
             {
@@ -139,24 +166,18 @@ pub async fn sign_digest(
     }
     let sets: Vec<Vec<u16>> = signer_sets(key.n, key.threshold)
         .into_iter()
-        .filter(|s| s.iter().all(|i| engine.reachable(*i)))
+        .filter(|s| usable(s))
         .collect();
     let Some(set) = sets.first() else {
         return Err(EngineError::refused(
             "signers-unavailable",
-            format!("fewer than {} members are reachable", key.threshold),
+            format!(
+                "fewer than {} members that may sign are reachable",
+                key.threshold
+            ),
         ));
     };
-    let sig = interactive(
-        engine,
-        &request_id,
-        key_id,
-        set,
-        path_text,
-        digest_hex,
-        timeout,
-    )
-    .await?;
+    let sig = interactive(engine, request_id, key_id, set, target, timeout).await?;
     verify_independently(&child, &digest, &sig)?;
     let took = started.elapsed();
     engine.metrics.signed("interactive", took);
@@ -164,8 +185,8 @@ pub async fn sign_digest(
     engine
         .store
         .record_signature(&SignatureRecord {
-            request_id: &request_id,
-            input_index: 0,
+            request_id,
+            input_index: input_of(target),
             key_id,
             presig_id: None,
             path: path_text,
@@ -178,10 +199,10 @@ pub async fn sign_digest(
         })
         .await?;
     Ok(SignOutcome {
-        request_id,
+        request_id: request_id.to_owned(),
         key_id: key_id.to_owned(),
         path: path.to_string(),
-        digest: digest_hex.to_owned(),
+        digest: hex::encode(digest),
         r: hex::encode(sig.r),
         s: hex::encode(sig.s),
         der: hex::encode(sig.to_der()),
@@ -203,10 +224,15 @@ async fn sign_from_pool(
     path: &strongroom_mpc::hd::DerivationPath,
     path_text: &str,
     digest: [u8; 32],
+    target: &SignTarget,
     set: &[u16],
     timeout: Duration,
 ) -> Result<SignOutcome, EngineError> {
+    // The lowest party of a pool picks its presignatures, so that concurrent signings from
+    // different coordinators never pick the same one.
     let first = set[0];
+    let rest: Vec<u16> = set.iter().copied().filter(|i| *i != first).collect();
+    let reservation = target.reservation_id(request_id);
     let t0 = Instant::now();
     let reserved = engine
         .call(
@@ -216,6 +242,7 @@ async fn sign_from_pool(
                 key_id: key_id.to_owned(),
                 signers: set.to_vec(),
                 presig_id: None,
+                target: target.clone(),
             },
             timeout,
         )
@@ -237,11 +264,12 @@ async fn sign_from_pool(
     let mut holders = vec![first];
 
     let others = engine
-        .call_all(&set[1..], timeout, |_| Request::Reserve {
+        .call_all(&rest, timeout, |_| Request::Reserve {
             request_id: request_id.to_owned(),
             key_id: key_id.to_owned(),
             signers: set.to_vec(),
             presig_id: Some(presig_id.clone()),
+            target: target.clone(),
         })
         .await;
     let mut failure: Option<EngineError> = None;
@@ -275,14 +303,14 @@ async fn sign_from_pool(
         }
     }
     if let Some(e) = failure {
-        discard(engine, request_id, &presig_id, &holders).await;
+        discard(engine, &reservation, &presig_id, &holders).await;
         return Err(e);
     }
 
     let public_bytes = hex::decode(&public_data)
         .map_err(|_| EngineError::refused("bad-reply", "public data is not hex"))?;
     if hex::encode(Sha256::digest(&public_bytes)) != public_digest {
-        discard(engine, request_id, &presig_id, &holders).await;
+        discard(engine, &reservation, &presig_id, &holders).await;
         return Err(EngineError::refused(
             "bad-reply",
             "public data does not match its digest",
@@ -291,7 +319,7 @@ async fn sign_from_pool(
     let public: PresignaturePublic = serde_json::from_slice(&public_bytes)
         .map_err(|e| EngineError::refused("bad-reply", e.to_string()))?;
     if public.key_id() != key.key_id || public.signers().parties() != set {
-        discard(engine, request_id, &presig_id, &holders).await;
+        discard(engine, &reservation, &presig_id, &holders).await;
         return Err(EngineError::refused(
             "presignature-mismatch",
             format!("presignature {presig_id} belongs to another key or signer set"),
@@ -312,8 +340,7 @@ async fn sign_from_pool(
             request_id: request_id.to_owned(),
             key_id: key_id.to_owned(),
             presig_id: presig_id.clone(),
-            path: path_text.to_owned(),
-            digest: digest_hex.clone(),
+            target: target.clone(),
             entropy: entropies.iter().map(|(k, v)| (*k, v.clone())).collect(),
         })
         .await;
@@ -349,7 +376,7 @@ async fn sign_from_pool(
     }
     if let Some(e) = failure {
         // Signers that did not consume still hold the reservation: discard it there.
-        discard(engine, request_id, &presig_id, set).await;
+        discard(engine, &reservation, &presig_id, set).await;
         return Err(e);
     }
     let t_partials = Instant::now();
@@ -377,7 +404,7 @@ async fn sign_from_pool(
         .store
         .record_signature(&SignatureRecord {
             request_id,
-            input_index: 0,
+            input_index: input_of(target),
             key_id,
             presig_id: Some(&presig_bytes),
             path: path_text,
@@ -413,6 +440,14 @@ async fn sign_from_pool(
     })
 }
 
+/// The input index a target signs (0 for a raw digest).
+fn input_of(target: &SignTarget) -> i32 {
+    match target {
+        SignTarget::Digest { .. } => 0,
+        SignTarget::Input { input_index } => i32::try_from(*input_index).unwrap_or(i32::MAX),
+    }
+}
+
 fn cheater(engine: &Arc<Engine>, parties: &[u16], what: &str) -> EngineError {
     let culprits: Vec<String> = parties
         .iter()
@@ -446,8 +481,7 @@ async fn interactive(
     request_id: &str,
     key_id: &str,
     set: &[u16],
-    path: &str,
-    digest_hex: &str,
+    target: &SignTarget,
     timeout: Duration,
 ) -> Result<strongroom_mpc::online::EcdsaSignature, EngineError> {
     let session_hex = hex::encode(random_id::<32>());
@@ -457,8 +491,7 @@ async fn interactive(
             request_id: request_id.to_owned(),
             key_id: key_id.to_owned(),
             signers: set.to_vec(),
-            path: path.to_owned(),
-            digest: digest_hex.to_owned(),
+            target: target.clone(),
         })
         .await;
     let mut sig: Option<(String, String)> = None;
@@ -492,7 +525,7 @@ async fn interactive(
 
 /// Verifies a signature with libsecp256k1 (independently of the protocol library) before it
 /// leaves the node.
-fn verify_independently(
+pub(crate) fn verify_independently(
     child: &[u8; 33],
     digest: &[u8; 32],
     sig: &strongroom_mpc::online::EcdsaSignature,

@@ -6,6 +6,7 @@
 //! which is why consumption also advances a counter kept in the token and recorded here
 //! ([`Store::consume_presignature`], [`Store::meta`]).
 
+mod audit;
 mod migrations;
 mod requests;
 
@@ -16,11 +17,14 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 use tracing::info;
 
+pub use audit::{AuditHead, AuditTxFuture};
 pub use migrations::MIGRATIONS;
 pub use requests::{
     ApprovalRecord, NewSignRequest, NewVote, SIGN_REQUEST_STATES, SignRequestRecord,
     VOTE_DECISIONS, VoteRecord, sign_request_transition_allowed,
 };
+/// The audit log's format and verification: the types of this crate's audit methods.
+pub use strongroom_audit;
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +82,9 @@ pub enum StoreError {
     /// The caller's step inside a transaction failed; the transaction was rolled back.
     #[error("rolled back: {0}")]
     Aborted(String),
+    /// An audit event breaks the audit log's format (a bug in the code that recorded it).
+    #[error("audit event cannot be recorded: {0}")]
+    AuditFormat(#[from] strongroom_audit::FormatError),
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {

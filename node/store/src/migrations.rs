@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "requests",
         include_str!("../migrations/0003_requests.sql"),
     ),
+    (4, "audit", include_str!("../migrations/0004_audit.sql")),
 ];
 
 /// Arbitrary constant naming the advisory lock that serializes migrations.

@@ -414,7 +414,9 @@ impl Store {
 
     /// Records a node's policy vote. Returns `true` when it is new and `false` when the same
     /// vote (the same signed bytes and fields) was recorded before. A different vote from the
-    /// same node for the same request is refused: a node cannot change its vote. Refused too
+    /// same node for the same request is refused: a node cannot change its vote, with one
+    /// exception: a `needs_approvals` vote is superseded by the node's next signed vote, cast
+    /// when approvals arrived (it says which approvals it has seen). Refused too
     /// when the decision is unknown, `reasons` is not an array of strings or the entropy is
     /// not 32 bytes; [`StoreError::NotFound`] when the request does not exist.
     pub async fn record_vote(&self, v: &NewVote<'_>) -> Result<bool, StoreError> {
@@ -446,7 +448,12 @@ impl Store {
             .execute(
                 "INSERT INTO votes (request_id, node_id, decision, reasons, policy_hash, entropy, \
                  signed_vote, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (request_id, node_id) DO NOTHING",
+                 ON CONFLICT (request_id, node_id) DO UPDATE SET decision = excluded.decision, \
+                 reasons = excluded.reasons, policy_hash = excluded.policy_hash, \
+                 entropy = excluded.entropy, signed_vote = excluded.signed_vote, \
+                 signature = excluded.signature, received_at = now() \
+                 WHERE votes.decision = 'needs_approvals' \
+                 AND votes.signed_vote <> excluded.signed_vote",
                 &[
                     &v.request_id,
                     &v.node_id,
@@ -557,6 +564,49 @@ impl Store {
                 verified_at: r.get(3),
             })
             .collect())
+    }
+
+    /// Every spend a key has committed to since `since`, as (created, `spend_sat`): requests
+    /// that are `approved`, `signing` or `signed`, oldest first (the policy's rolling-window
+    /// history).
+    pub async fn window_spends(
+        &self,
+        key_id: &str,
+        since: SystemTime,
+    ) -> Result<Vec<(SystemTime, i64)>, StoreError> {
+        let states: Vec<&str> = SPENDING_STATES.to_vec();
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT created_at, COALESCE((summary->>'spend_sat')::bigint, 0) \
+                 FROM sign_requests WHERE key_id = $1 AND state = ANY($2) AND created_at >= $3 \
+                 ORDER BY created_at",
+                &[&key_id, &states, &since],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Signing requests in `states` not changed since `before`, oldest first, at most
+    /// `limit`: what a new leader resumes.
+    pub async fn stale_sign_requests(
+        &self,
+        states: &[&str],
+        before: SystemTime,
+        limit: i64,
+    ) -> Result<Vec<SignRequestRecord>, StoreError> {
+        let states: Vec<&str> = states.to_vec();
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {REQUEST_COLUMNS} FROM sign_requests \
+                     WHERE state = ANY($1) AND updated_at < $2 ORDER BY updated_at LIMIT $3"
+                ),
+                &[&states, &before, &limit.max(0)],
+            )
+            .await?;
+        Ok(rows.iter().map(request_from_row).collect())
     }
 
     /// Satoshis a key has committed to spend since `since`: the sum of the summaries'

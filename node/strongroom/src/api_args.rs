@@ -1,4 +1,5 @@
-//! Command-line and environment settings that reach the node API (`strongroom keys ...`).
+//! Command-line and environment settings that reach the node API (`strongroom keys ...`,
+//! `strongroom sign ...`, `strongroom approve`).
 //!
 //! Each setting comes from its flag or, without the flag, from the environment variable
 //! `.dev/cluster.env` sets (the variables `strongroom_client::ClientConfig::from_env` reads).
@@ -13,7 +14,7 @@ use strongroom_client::{
 };
 
 /// Where the cluster's API is and who this client is.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub(crate) struct ApiArgs {
     /// Node API URLs, comma-separated, tried in order [default: $STRONGROOM_API_URLS].
     #[arg(long, global = true, value_delimiter = ',', value_name = "URLS")]
@@ -35,7 +36,11 @@ impl ApiArgs {
         self.config_with(|name| std::env::var(name).ok())
     }
 
-    fn config_with(&self, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<ClientConfig> {
+    /// The client configuration: each flag, or else the variable `env` gives for it.
+    pub(crate) fn config_with(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<ClientConfig> {
         let env = |name: &str| {
             env(name)
                 .map(|v| v.trim().to_owned())
@@ -121,7 +126,9 @@ pub(crate) fn explain(e: ClientError) -> anyhow::Error {
             "is the cluster up? For the local dev cluster: `strongroom dev status`, \
              `strongroom dev up`",
         ),
-        ClientError::Api { status: 403, .. } => {
+        ClientError::Api {
+            status: 403, kind, ..
+        } if kind == "missing-role" => {
             Some("this client lacks the role the request needs (see [api.clients] of the nodes)")
         }
         _ => None,

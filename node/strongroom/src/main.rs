@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::output::Output;
+use crate::output::{Output, Reported};
 use crate::token_args::TokenArgs;
 
 /// strongroom: an HSM-backed threshold-signing appliance for Bitcoin custody.
@@ -48,9 +48,17 @@ enum Command {
     FirmwareProfile(cmd::firmware_profile::FirmwareProfileCommand),
     /// Threshold keys of the cluster, through the node API (create, list, show).
     Keys(cmd::keys::KeysArgs),
-    /// The local dev cluster under .dev/ that stays up between commands (up, status, down).
+    /// Sign PSBTs under the nodes' policies, through the node API (submit, status, wait, list).
+    Sign(cmd::sign::SignArgs),
+    /// Approve a sign request that a policy holds for approvals: sign its digest with an
+    /// approver key.
+    Approve(cmd::approve::ApproveArgs),
+    /// The local dev cluster under .dev/ that stays up between commands (up, status, down,
+    /// demo).
     #[command(subcommand)]
     Dev(cmd::dev::DevCommand),
+    /// The tamper-evident audit log: export a node's log as a bundle, verify a bundle offline.
+    Audit(cmd::audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,7 +71,12 @@ fn main() -> ExitCode {
     // node it fails over from would only repeat it.
     let default_filter = match cli.command {
         Command::Node(_) => "info,cryptoki::mechanism=off",
-        Command::Keys(_) => "warn,strongroom_client=error,cryptoki::mechanism=off",
+        Command::Keys(_)
+        | Command::Sign(_)
+        | Command::Approve(_)
+        | Command::Dev(cmd::dev::DevCommand::Demo { .. }) => {
+            "warn,strongroom_client=error,cryptoki::mechanism=off"
+        }
         _ => "warn,cryptoki::mechanism=off",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRONGROOM_LOG")
@@ -81,12 +94,17 @@ fn main() -> ExitCode {
         Command::Cluster(c) => cmd::cluster::run(c, &cli.token, &out),
         Command::FirmwareProfile(c) => cmd::firmware_profile::run(c, &out),
         Command::Keys(c) => cmd::keys::run(c, &out),
+        Command::Sign(c) => cmd::sign::run(c, &out),
+        Command::Approve(c) => cmd::approve::run(c, &out),
         Command::Dev(c) => cmd::dev::run(c, &out),
+        Command::Audit(c) => cmd::audit::run(c, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            out.error(&error_chain(&e));
+            if e.downcast_ref::<Reported>().is_none() {
+                out.error(&error_chain(&e));
+            }
             let _ = writeln!(std::io::stderr(), "error: {}", error_chain(&e));
             ExitCode::FAILURE
         }

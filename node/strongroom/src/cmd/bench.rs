@@ -43,6 +43,20 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         signatures: usize,
     },
+    /// Policy-gated PSBT signing end to end through the API of a three-node cluster on loopback
+    /// with a warm pool: p50 and p99 from submission to signed PSBT (requests one at a time),
+    /// then sustained signed requests per second (many at once), while the pool lasts.
+    E2e {
+        /// Requests timed one at a time for the latency.
+        #[arg(long, default_value_t = 100)]
+        requests: usize,
+        /// Requests sent for the throughput measurement.
+        #[arg(long, default_value_t = 200)]
+        throughput_requests: usize,
+        /// Requests in flight at once during the throughput measurement.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
     /// Session round-trip latency (p50, p99) and messages per second between two nodes on
     /// loopback (QUIC with mTLS, software handshake keys).
     Transport {
@@ -88,6 +102,11 @@ pub(crate) fn run(cmd: BenchCommand, args: &TokenArgs, out: &Output) -> anyhow::
             concurrency,
         } => super::bench_cluster::presign(presignatures, concurrency, out),
         BenchCommand::Sign { signatures } => super::bench_cluster::sign(signatures, out),
+        BenchCommand::E2e {
+            requests,
+            throughput_requests,
+            concurrency,
+        } => super::bench_cluster::e2e(requests, throughput_requests, concurrency, out),
         BenchCommand::Transport {
             round_trips,
             messages,

@@ -1,5 +1,5 @@
-//! `strongroom bench presign` and `bench sign`: a three-node cluster on loopback (real node
-//! processes of this binary, SoftHSM tokens, PostgreSQL, etcd), measured end to end.
+//! `strongroom bench presign`, `bench sign` and `bench e2e`: a three-node cluster on loopback
+//! (real node processes of this binary, SoftHSM tokens, PostgreSQL, etcd), measured end to end.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -323,6 +323,165 @@ pub(crate) fn sign(signatures: usize, out: &Output) -> anyhow::Result<()> {
                  online step (reserve, partials with durable consumption, checks, combine, verify, record): p50 {sp50:.2} ms, p99 {sp99:.2} ms\n  \
                  client round trip (HTTPS with mTLS, new connection each):                             p50 {cp50:.2} ms, p99 {cp99:.2} ms\n"
             )
+        },
+    );
+    Ok(())
+}
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((s.len() as f64 - 1.0) * p).round() as usize;
+    s[i.min(s.len() - 1)]
+}
+
+/// Submits one demo PSBT through node `node` and waits until it is signed; returns the
+/// client's time from submission to signed PSBT and the node's (request created to signed).
+async fn submit_and_wait(
+    api: &ApiClient,
+    node: usize,
+    key: &strongroom_bitcoin::ClusterKey,
+    key_id: &str,
+) -> anyhow::Result<(f64, f64)> {
+    use rand_core::RngCore;
+    use strongroom_bitcoin::bitcoin::hashes::Hash;
+    let mut txid = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut txid);
+    let psbt = super::demo::demo_psbt(
+        key,
+        super::demo::DEFAULT_AMOUNT_SAT,
+        strongroom_bitcoin::bitcoin::Txid::from_byte_array(txid),
+    )?;
+    let started = Instant::now();
+    let submitted = api
+        .post_at(
+            node,
+            "/v1/sign-requests",
+            &json!({"key_id": key_id, "psbt": psbt.to_string()}),
+        )
+        .await?
+        .into_result()?;
+    let id = submitted["request_id"]
+        .as_str()
+        .context("no request id")?
+        .to_owned();
+    loop {
+        let r = api
+            .get_at(
+                node,
+                &format!("/v1/sign-requests/{id}?wait_secs=30&until=signed"),
+            )
+            .await?
+            .into_result()?;
+        match r["state"].as_str() {
+            Some("signed") => {
+                let client = started.elapsed().as_secs_f64() * 1000.0;
+                let server = (r["updated_at"].as_f64().unwrap_or(0.0)
+                    - r["created_at"].as_f64().unwrap_or(0.0))
+                    * 1000.0;
+                return Ok((client, server));
+            }
+            Some("rejected" | "failed") => {
+                bail!("request {id} ended {}: {}", r["state"], r["error"])
+            }
+            _ => {}
+        }
+    }
+}
+
+pub(crate) fn e2e(
+    requests: usize,
+    throughput_requests: usize,
+    concurrency: usize,
+    out: &Output,
+) -> anyhow::Result<()> {
+    if requests == 0 || throughput_requests == 0 || concurrency == 0 {
+        bail!("use --requests, --throughput-requests and --concurrency of 1 or more");
+    }
+    // Every node coordinates a third of the requests from its two pools: enough presignatures
+    // in the three pools for every request, with room to spare.
+    let total = requests + throughput_requests;
+    let per_pool = u32::try_from(total.div_ceil(3) + 4)?;
+    let b = start_cluster(out, per_pool, 2, false)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(async {
+        let key_id = create_key(&b, out).await?;
+        let key_json = b
+            .api
+            .get_at(0, &format!("/v1/keys/{key_id}"))
+            .await?
+            .into_result()?;
+        let key = super::demo::cluster_key_of(&key_json)?;
+        out.progress(&format!(
+            "filling the pools ({per_pool} per signer pair, {} in all)",
+            per_pool * 3
+        ));
+        wait_pools_full(&b, per_pool, Duration::from_secs(3600)).await?;
+        out.progress(&format!(
+            "{requests} PSBTs one at a time, round robin over the nodes (submission to signed PSBT)"
+        ));
+        let mut client = Vec::with_capacity(requests);
+        let mut server = Vec::with_capacity(requests);
+        for i in 0..requests {
+            let (c, s) = submit_and_wait(&b.api, i % 3, &key, &key_id).await?;
+            client.push(c);
+            server.push(s);
+        }
+        out.progress(&format!(
+            "{throughput_requests} PSBTs, {concurrency} in flight at once"
+        ));
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let started = Instant::now();
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..concurrency {
+            let api = b.api.clone();
+            let key = key.clone();
+            let key_id = key_id.clone();
+            let next = next.clone();
+            workers.spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if i >= throughput_requests {
+                        return anyhow::Ok(latencies);
+                    }
+                    latencies.push(submit_and_wait(&api, i % 3, &key, &key_id).await?.0);
+                }
+            });
+        }
+        let mut loaded = Vec::with_capacity(throughput_requests);
+        while let Some(r) = workers.join_next().await {
+            loaded.extend(r.context("a benchmark worker stopped")??);
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        anyhow::Ok((client, server, loaded, elapsed))
+    })?;
+    drop(b);
+    let (client, server, loaded, elapsed) = report;
+    let rate = throughput_requests as f64 / elapsed;
+    let (cp50, cp99) = (percentile(&client, 0.5), percentile(&client, 0.99));
+    let (sp50, sp99) = (percentile(&server, 0.5), percentile(&server, 0.99));
+    let (lp50, lp99) = (percentile(&loaded, 0.5), percentile(&loaded, 0.99));
+    out.report(
+        json!({
+            "benchmark": "e2e", "requests": requests,
+            "submission_to_signed_ms": {"p50": cp50, "p99": cp99},
+            "node_created_to_signed_ms": {"p50": sp50, "p99": sp99},
+            "throughput": {"requests": throughput_requests, "concurrency": concurrency,
+                           "seconds": elapsed, "signed_per_second": rate,
+                           "latency_ms": {"p50": lp50, "p99": lp99}},
+        }),
+        || {
+            let mut s = String::new();
+            let _ = writeln!(s, "policy-gated PSBT signing, 2-of-3, dev policy, warm pools, one input per PSBT");
+            let _ = writeln!(s, "  one at a time ({requests} requests, round robin over the nodes):");
+            let _ = writeln!(s, "    submission to signed PSBT (client, HTTPS with mTLS, new connection each): p50 {cp50:.1} ms, p99 {cp99:.1} ms (goal: p50 <= 25, p99 <= 100)");
+            let _ = writeln!(s, "    request stored to signed (node):                                         p50 {sp50:.1} ms, p99 {sp99:.1} ms");
+            let _ = writeln!(s, "  {concurrency} at once ({throughput_requests} requests): {rate:.1} signed requests/s (goal: >= 50), latency p50 {lp50:.1} ms, p99 {lp99:.1} ms");
+            s
         },
     );
     Ok(())

@@ -5,13 +5,16 @@
 //! PostgreSQL with a database per node, etcd, a configuration per node, all on 127.0.0.1) and
 //! starts every process in the background; later it starts the same cluster again (same
 //! tokens, data, certificates and ports). `dev down` stops the processes and keeps the data;
-//! `dev status` says what runs. The processes are known by their pid files in `.dev/pids/`.
+//! `dev status` says what runs; `dev demo` signs a PSBT on it ([`crate::cmd::demo`]). The
+//! processes are known by their pid files in `.dev/pids/`.
 //!
 //! Layout of `.dev/` (git-ignored): `cluster.env` (source it for `strongroom keys ...`),
 //! `cluster.json` (nodes, threshold, URLs), `approvers/` (dev approver keys), and what the
-//! devenv harness provisions: `state.toml`, `hsm/`, `pins/`, `pki/`, `config/`, `run/`,
-//! `logs/`, `postgres/`, `etcd/`, `pids/`.
+//! devenv harness provisions: `state.toml`, `hsm/`, `pins/`, `pki/`, `config/` (each node's
+//! configuration and policy, `policies/examples/dev.toml`), `run/`, `logs/`, `postgres/`,
+//! `etcd/`, `pids/`.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
@@ -25,9 +28,11 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use strongroom_client::{ApiClient, ClientConfig};
-use strongroom_devenv::cluster::{ClusterOptions, TestCluster};
+use strongroom_devenv::cluster::{ClusterOptions, DEV_POLICY, TestCluster};
 use strongroom_devenv::detached::{self, StopOutcome};
 
+use crate::api_args::ApiArgs;
+use crate::cmd::demo;
 use crate::output::Output;
 
 /// The dev cluster's directory, in the current directory.
@@ -36,14 +41,15 @@ const DEV_DIR: &str = ".dev";
 const INFO_FILE: &str = "cluster.json";
 /// Written by `dev up`: the environment `strongroom keys ...` reads.
 const ENV_FILE: &str = "cluster.env";
-/// The dev approver keys, `approver-<i>.key`.
+/// The dev approver keys, `dev-approver-<i>.key`, named as `policies/examples/dev.toml` names
+/// the approvers (`strongroom approve` takes the approver name from the file name).
 const APPROVERS_DIR: &str = "approvers";
 /// How many dev approver keys `dev up` writes.
 const APPROVERS: u32 = 3;
 /// Cluster id, and the client in `cluster.env` with its roles on every node.
 const CLUSTER_ID: &str = "dev";
 const CLIENT_NAME: &str = "dev";
-const CLIENT_ROLES: [&str; 3] = ["submitter", "admin", "auditor"];
+const CLIENT_ROLES: [&str; 4] = ["submitter", "admin", "auditor", "approver"];
 const DEFAULT_NODES: usize = 3;
 const DEFAULT_THRESHOLD: u16 = 2;
 /// How long every node has to answer `GET /v1/health` after its port opened.
@@ -70,6 +76,15 @@ pub(crate) enum DevCommand {
     Down,
     /// Which processes of the dev cluster run.
     Status,
+    /// Sign a PSBT on the running dev cluster: generates a key named 'demo' if the cluster has
+    /// no ready key, builds a regtest PSBT spending a made-up output of the key, submits it,
+    /// waits until it is signed and prints the signed transaction.
+    Demo {
+        /// Satoshis to send (to the key's own receive address m/0/1, which counts as leaving
+        /// the key); the made-up input holds 200,000 sat and the fee is 1,000 sat.
+        #[arg(long, default_value_t = demo::DEFAULT_AMOUNT_SAT, value_name = "SAT")]
+        amount: u64,
+    },
 }
 
 pub(crate) fn run(cmd: DevCommand, out: &Output) -> anyhow::Result<()> {
@@ -78,6 +93,7 @@ pub(crate) fn run(cmd: DevCommand, out: &Output) -> anyhow::Result<()> {
         DevCommand::Up { nodes, threshold } => up(&dir, nodes, threshold, out),
         DevCommand::Down => down(&dir, out),
         DevCommand::Status => status(&dir, out),
+        DevCommand::Demo { amount } => run_demo(&dir, amount, out),
     }
 }
 
@@ -162,6 +178,9 @@ fn dev_options(nodes: usize, exe: PathBuf) -> ClusterOptions {
         cluster_id: CLUSTER_ID.to_owned(),
         client_name: CLIENT_NAME.to_owned(),
         client_roles: CLIENT_ROLES.iter().map(|&r| r.to_owned()).collect(),
+        extra_clients: Vec::new(),
+        policy: DEV_POLICY.to_owned(),
+        node_policies: Vec::new(),
         node_binary: Some(exe),
     }
 }
@@ -336,16 +355,17 @@ fn wait_for_health(cluster: &mut TestCluster) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The dev approver keys: `approver-<i>.key` holds the hex Ed25519 secret
-/// SHA-256("strongroom-dev-approver-<i>"), the keys `policies/examples/dev.toml` lists.
-/// Anyone can compute them: they protect nothing.
+/// The dev approver keys: `dev-approver-<i>.key` holds the hex Ed25519 secret
+/// SHA-256("strongroom-dev-approver-<i>"); `policies/examples/dev.toml` lists the keys of
+/// `dev-approver-1` and `dev-approver-2` (the third is in no policy, to try a refused
+/// approval). Anyone can compute them: they protect nothing.
 fn write_approver_keys(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let approvers = dir.join(APPROVERS_DIR);
     fs::create_dir_all(&approvers)
         .with_context(|| format!("cannot create {}", approvers.display()))?;
     (1..=APPROVERS)
         .map(|i| {
-            let path = approvers.join(format!("approver-{i}.key"));
+            let path = approvers.join(format!("dev-approver-{i}.key"));
             let secret = Sha256::digest(format!("strongroom-dev-approver-{i}"));
             write_private(&path, format!("{}\n", hex::encode(secret)).as_bytes())?;
             Ok(path)
@@ -382,7 +402,8 @@ fn write_env_file(dir: &Path, cluster: &TestCluster, approvers: &[PathBuf]) -> a
     ];
     let mut text = String::from(
         "# The local dev cluster (written by `strongroom dev up`): `source .dev/cluster.env`,\n\
-         # then `strongroom keys list`. The client 'dev' has the roles submitter, admin, auditor.\n",
+         # then `strongroom keys list`. The client 'dev' has the roles submitter, admin, auditor,\n\
+         # approver.\n",
     );
     for (name, value) in vars {
         let _ = writeln!(text, "export {name}={}", shell_quote(&value));
@@ -416,6 +437,97 @@ fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     // An existing file keeps its mode on open: restrict it too.
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", path.display()))
+}
+
+/// `dev demo`: on the running dev cluster, with the client settings of `.dev/cluster.env`.
+fn run_demo(dir: &Path, amount: u64, out: &Output) -> anyhow::Result<()> {
+    demo::check_amount(amount)?;
+    let env_file = dir.join(ENV_FILE);
+    if !TestCluster::is_provisioned(dir) || !env_file.is_file() {
+        bail!(
+            "no dev cluster in {}: run `strongroom dev up` first",
+            dir.display()
+        );
+    }
+    let info = DevInfo::read(dir)?;
+    let recorded = detached::recorded(dir)?;
+    let names = info.process_names();
+    let down: Vec<&String> = names
+        .iter()
+        .filter(|name| !recorded.iter().any(|p| p.name == **name && p.running))
+        .collect();
+    if !down.is_empty() {
+        bail!(
+            "the dev cluster in {} is not running ({} not running): run `strongroom dev up` first",
+            dir.display(),
+            join(&down)
+        );
+    }
+    let vars = read_env_file(&env_file)?;
+    let config = ApiArgs::default()
+        .config_with(|name| vars.get(name).cloned())
+        .with_context(|| format!("{} lacks a client setting", env_file.display()))?;
+    let api = ApiClient::new(config).with_context(|| {
+        format!(
+            "cannot set up the API client from {} (run `strongroom dev up` again to rewrite it)",
+            env_file.display()
+        )
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(demo::run(&api, out, info.threshold, amount))
+}
+
+/// The variables of an environment file as [`write_env_file`] writes it: `export NAME=value`
+/// lines, each value one shell word ([`shell_quote`]); comments and blank lines skipped.
+fn read_env_file(path: &Path) -> anyhow::Result<HashMap<String, String>> {
+    let text =
+        fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut vars = HashMap::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parsed = line
+            .strip_prefix("export ")
+            .and_then(|rest| rest.split_once('='))
+            .and_then(|(name, value)| Some((name.trim(), shell_unquote(value)?)));
+        let Some((name, value)) = parsed else {
+            bail!(
+                "{} line {}: expected `export NAME=value` (run `strongroom dev up` again to rewrite it)",
+                path.display(),
+                number + 1
+            );
+        };
+        vars.insert(name.to_owned(), value);
+    }
+    Ok(vars)
+}
+
+/// The value of one shell word as [`shell_quote`] writes it: bare, or in single quotes with
+/// `'\''` for a quote inside.
+fn shell_unquote(word: &str) -> Option<String> {
+    if !word.starts_with('\'') {
+        return Some(word.to_owned());
+    }
+    let mut out = String::new();
+    let mut rest = word;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix("\\'") {
+            out.push('\'');
+            rest = after;
+        } else if let Some(quoted) = rest.strip_prefix('\'') {
+            let end = quoted.find('\'')?;
+            out.push_str(&quoted[..end]);
+            rest = &quoted[end + 1..];
+        } else {
+            return None;
+        }
+    }
+    Some(out)
 }
 
 fn recorded_pids(dir: &Path) -> anyhow::Result<Vec<(String, u32)>> {
@@ -470,7 +582,8 @@ fn report_up(dir: &Path, info: &DevInfo, pids: &[(String, u32)], how: &str, out:
                 }
             }
             let _ = writeln!(s, "  data and logs in {}", dir.display());
-            let _ = writeln!(s, "next:\n  source {DEV_DIR}/{ENV_FILE}");
+            let _ = writeln!(s, "next:\n  strongroom dev demo              # signs a PSBT on it");
+            let _ = writeln!(s, "  source {DEV_DIR}/{ENV_FILE}");
             let _ = writeln!(
                 s,
                 "  strongroom keys create --name treasury --threshold {} --wait",
@@ -631,6 +744,60 @@ mod tests {
     }
 
     #[test]
+    fn quoted_words_read_back() {
+        for value in [
+            "/a/b.pem,/c",
+            "/my dir/x",
+            "it's",
+            "",
+            "'",
+            "a''b",
+            "https://127.0.0.1:1",
+        ] {
+            assert_eq!(
+                shell_unquote(&shell_quote(value)).as_deref(),
+                Some(value),
+                "{value}"
+            );
+        }
+        assert_eq!(shell_unquote("'unterminated"), None);
+    }
+
+    #[test]
+    fn env_files_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ENV_FILE);
+        fs::write(
+            &path,
+            "# comment\n\nexport STRONGROOM_API_URLS=https://127.0.0.1:1,https://127.0.0.1:2\n\
+             export STRONGROOM_CA_CERT='/my dir/ca.pem'\n",
+        )
+        .unwrap();
+        let vars = read_env_file(&path).unwrap();
+        assert_eq!(vars["STRONGROOM_CA_CERT"], "/my dir/ca.pem");
+        assert_eq!(
+            vars["STRONGROOM_API_URLS"],
+            "https://127.0.0.1:1,https://127.0.0.1:2"
+        );
+        fs::write(&path, "STRONGROOM_CA_CERT=x\n").unwrap();
+        let err = read_env_file(&path).unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn demo_needs_the_dev_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = run_demo(&dir.path().join(DEV_DIR), 50_000, &Output::new(false))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("run `strongroom dev up` first"), "{err}");
+        let err = run_demo(&dir.path().join(DEV_DIR), 0, &Output::new(false))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--amount"), "{err}");
+    }
+
+    #[test]
     fn approver_keys_are_the_dev_policy_keys() {
         // The public keys of dev-approver-1 and -2 in policies/examples/dev.toml.
         let published = [
@@ -640,7 +807,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = write_approver_keys(dir.path()).unwrap();
         assert_eq!(paths.len(), 3);
-        assert!(paths[2].ends_with("approvers/approver-3.key"));
+        assert!(paths[0].ends_with("approvers/dev-approver-1.key"));
+        assert!(paths[2].ends_with("approvers/dev-approver-3.key"));
         for (path, public) in paths.iter().zip(published) {
             let text = fs::read_to_string(path).unwrap();
             let secret: [u8; 32] = hex::decode(text.trim()).unwrap().try_into().unwrap();

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use strongroom_client::{ApiClient, ClientError};
 
 use crate::api_args::{ApiArgs, explain};
-use crate::output::Output;
+use crate::output::{Output, render_table};
 
 /// How often `keys create --wait` asks for the key's state.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -98,17 +98,12 @@ async fn create(
     threshold: u16,
     wait: Option<Duration>,
 ) -> anyhow::Result<()> {
-    let response = api
-        .post("/v1/keys", &json!({"name": name, "threshold": threshold}))
-        .await
-        .map_err(explain)?;
-    let node_url = response.url.clone();
-    let node = response.node.clone();
-    let created = response.into_result().map_err(explain)?;
-    let key_id = created["key_id"]
-        .as_str()
-        .with_context(|| format!("node {node} accepted the key but sent no key_id: {created}"))?
-        .to_owned();
+    let Created {
+        key_id,
+        index,
+        node,
+        body: created,
+    } = post_key(api, name, threshold).await?;
     let Some(limit) = wait else {
         out.report(created.clone(), || {
             format!(
@@ -119,22 +114,71 @@ async fn create(
         });
         return Ok(());
     };
-    // The node that took the request runs the generation and records its outcome.
-    let index = api.urls().iter().position(|u| *u == node_url);
     out.progress(&format!(
         "generating key '{name}' ({key_id}) through {node}: the first key waits for the cluster's aux info (about a minute)"
     ));
+    let key = wait_until_ready(api, out, index, name, &key_id, limit).await?;
+    out.report(key.clone(), || render_key(&key));
+    Ok(())
+}
+
+/// A key generation a node accepted.
+pub(crate) struct Created {
+    /// The new key's id.
+    pub(crate) key_id: String,
+    /// The node that took the request (an index into the client's URLs): it runs the
+    /// generation and records its outcome.
+    pub(crate) index: Option<usize>,
+    /// That node's id.
+    pub(crate) node: String,
+    /// The API's answer.
+    pub(crate) body: Value,
+}
+
+/// POST /v1/keys: starts generating a `threshold`-of-n key named `name`.
+pub(crate) async fn post_key(
+    api: &ApiClient,
+    name: &str,
+    threshold: u16,
+) -> anyhow::Result<Created> {
+    let response = api
+        .post("/v1/keys", &json!({"name": name, "threshold": threshold}))
+        .await
+        .map_err(explain)?;
+    let node_url = response.url.clone();
+    let node = response.node.clone();
+    let body = response.into_result().map_err(explain)?;
+    let key_id = body["key_id"]
+        .as_str()
+        .with_context(|| format!("node {node} accepted the key but sent no key_id: {body}"))?
+        .to_owned();
+    Ok(Created {
+        key_id,
+        index: api.urls().iter().position(|u| *u == node_url),
+        node,
+        body,
+    })
+}
+
+/// Polls key `key_id` (named `name`) on node `index` (or the first node that answers) until
+/// it is ready, and returns it; fails when its generation failed or after `limit`. Reports
+/// progress on stderr every few seconds.
+pub(crate) async fn wait_until_ready(
+    api: &ApiClient,
+    out: &Output,
+    index: Option<usize>,
+    name: &str,
+    key_id: &str,
+    limit: Duration,
+) -> anyhow::Result<Value> {
     let started = Instant::now();
     let mut last_report = Instant::now();
     loop {
-        let last_seen = match get_key_raw(api, index, &key_id).await {
+        let last_seen = match get_key_raw(api, index, key_id).await {
             Ok(key) => {
                 let state = text(&key["state"]);
                 match state.as_str() {
-                    "ready" => {
-                        out.report(key.clone(), || render_key(&key));
-                        return Ok(());
-                    }
+                    "ready" => return Ok(key),
                     "failed" => bail!(
                         "key generation of '{name}' ({key_id}) failed: {}",
                         key.get("error")
@@ -167,6 +211,17 @@ async fn create(
     }
 }
 
+/// GET /v1/keys: every key of the cluster.
+pub(crate) async fn list_keys(api: &ApiClient) -> anyhow::Result<Vec<Value>> {
+    let body = api
+        .get("/v1/keys")
+        .await
+        .map_err(explain)?
+        .into_result()
+        .map_err(explain)?;
+    Ok(body["keys"].as_array().cloned().unwrap_or_default())
+}
+
 async fn list(api: &ApiClient, out: &Output) -> anyhow::Result<()> {
     let body = api
         .get("/v1/keys")
@@ -193,7 +248,11 @@ async fn get_key_raw(
     response.into_result()
 }
 
-async fn get_key(api: &ApiClient, index: Option<usize>, key_id: &str) -> anyhow::Result<Value> {
+pub(crate) async fn get_key(
+    api: &ApiClient,
+    index: Option<usize>,
+    key_id: &str,
+) -> anyhow::Result<Value> {
     get_key_raw(api, index, key_id).await.map_err(|e| match e {
         ClientError::Api { kind, node, .. } if kind == "unknown-key" => anyhow::anyhow!(
             "node {node} knows no key {key_id}: `strongroom keys list` shows the keys"
@@ -202,7 +261,7 @@ async fn get_key(api: &ApiClient, index: Option<usize>, key_id: &str) -> anyhow:
     })
 }
 
-fn check_key_id(key_id: &str) -> anyhow::Result<()> {
+pub(crate) fn check_key_id(key_id: &str) -> anyhow::Result<()> {
     if key_id.is_empty() || !key_id.chars().all(|c| c.is_ascii_hexdigit()) {
         bail!(
             "'{key_id}' is no key id: key ids are hex digits, as `strongroom keys list` shows them"
@@ -212,7 +271,7 @@ fn check_key_id(key_id: &str) -> anyhow::Result<()> {
 }
 
 /// A JSON value for people: strings as they are, null as "-".
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".to_owned(),
         Value::String(s) => s.clone(),
@@ -275,10 +334,10 @@ fn render_list(keys: &[Value]) -> String {
         "NETWORK",
         "FINGERPRINT",
     ];
-    let rows: Vec<[String; 6]> = keys
+    let rows: Vec<Vec<String>> = keys
         .iter()
         .map(|k| {
-            [
+            vec![
                 text(&k["key_id"]),
                 text(&k["name"]),
                 text(&k["state"]),
@@ -288,26 +347,7 @@ fn render_list(keys: &[Value]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut s = String::new();
-    let line = |s: &mut String, cells: &[&str]| {
-        let mut text = String::new();
-        for (cell, w) in cells.iter().zip(widths) {
-            let _ = write!(text, "{cell:<w$}  ");
-        }
-        let _ = writeln!(s, "{}", text.trim_end());
-    };
-    line(&mut s, &header);
-    for row in &rows {
-        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
-        line(&mut s, &cells);
-    }
-    s
+    render_table(&header, &rows)
 }
 
 #[cfg(test)]

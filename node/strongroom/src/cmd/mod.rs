@@ -1,10 +1,14 @@
 //! Command groups, one module each.
 
+pub(crate) mod approve;
+pub(crate) mod audit;
 pub(crate) mod bench;
 pub(crate) mod bench_cluster;
 pub(crate) mod cluster;
+pub(crate) mod demo;
 pub(crate) mod dev;
 pub(crate) mod firmware_profile;
 pub(crate) mod keys;
 pub(crate) mod keystore;
 pub(crate) mod node;
+pub(crate) mod sign;

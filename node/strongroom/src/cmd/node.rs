@@ -41,8 +41,17 @@ pub(crate) fn run(cmd: NodeCommand, out: &Output) -> anyhow::Result<()> {
         }
         NodeCommand::CheckConfig { config } => {
             let c = Config::load(&config)?;
+            let policy = strongroom_node::run::load_policy(&c)?;
+            let policy_json = policy.as_ref().map(|p| {
+                json!({"file": c.policy.file, "id": p.id(), "hash": p.hash().to_hex(), "rules": p.rules().len()})
+            });
+            let policy_text = match &policy {
+                Some(p) => format!("policy '{}' ({})", p.id(), p.hash().to_hex()),
+                None => "NO POLICY: every signing request is denied".to_owned(),
+            };
             out.report(
                 json!({
+                    "policy": policy_json,
                     "config": c.source, "node_id": c.node.id, "cluster_id": c.node.cluster_id,
                     "members": c.members(), "network": c.node.network, "dev_mode": c.node.dev_mode,
                     "pool": {"target": c.pool.target, "low_water": c.pool.low_water, "max": c.pool.max,
@@ -50,7 +59,7 @@ pub(crate) fn run(cmd: NodeCommand, out: &Output) -> anyhow::Result<()> {
                 }),
                 || {
                     format!(
-                        "{}: valid (node {}, cluster {}, {} members, network {}{})\n",
+                        "{}: valid (node {}, cluster {}, {} members, network {}{}; {policy_text})\n",
                         c.source.display(),
                         c.node.id,
                         c.node.cluster_id,

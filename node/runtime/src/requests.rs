@@ -1,0 +1,1233 @@
+//! Policy-gated signing requests: from a client's PSBT to a signed PSBT.
+//!
+//! 1. **Intake.** The node that receives `POST /v1/sign-requests` checks the PSBT
+//!    ([`strongroom_bitcoin::intake_base64`]); bad input is refused there with a problem naming
+//!    the input or field, before anything is stored or reserved. The request id is derived
+//!    from the request digest, so every node names the same request the same way and a
+//!    resubmission finds the existing request.
+//! 2. **Votes.** That node (the coordinator) sends the PSBT to every member
+//!    ([`Request::Propose`]). Each checks the PSBT itself, stores the request, evaluates it
+//!    against its own policy and answers with a vote signed by its token identity key. The
+//!    coordinator relays every vote to every member ([`Request::Votes`]); each verifies each
+//!    vote against the voter's certificate (as its own transport handshake accepted it), stores
+//!    it, and settles its own view of the request: `approved` with `t` allowing votes,
+//!    `awaiting_approvals` while enough nodes wait for approvals, `rejected` when too few can
+//!    still allow.
+//! 3. **Approvals.** An approval is verified by the node that receives it and by every member
+//!    against its own policy ([`Request::Approve`]); each member then casts a new vote if its
+//!    `needs_approvals` vote changed.
+//! 4. **Signing.** A node that voted to allow coordinates (a node that did not hands the
+//!    request to one that did, [`Request::SignApproved`]). Signers are chosen among the nodes
+//!    that voted to allow and share a presignature pool. Every signer computes each sighash
+//!    from its own stored copy of the PSBT and checks its own vote before it reserves a
+//!    presignature or releases a partial signature ([`Engine::message_for`]). The coordinator
+//!    inserts the signatures, finalizes, stores the result and sends the signatures to every
+//!    member ([`Request::Finished`]), which verify them against their own sighashes.
+//! 5. **Resumption.** The leader resumes requests that stalled (a coordinator died): voting
+//!    again where votes are missing and signing approved requests.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls_pki_types::CertificateDer;
+use serde_json::{Value, json};
+use strongroom_bitcoin::bitcoin::secp256k1::ecdsa::Signature as EcdsaSig;
+use strongroom_bitcoin::{ClusterKey, IntakeOptions, SignRequest, intake_base64};
+use strongroom_mpc::hd::DerivationPath;
+use strongroom_policies::{Context, Decision, Initiator, Policy, TxOutput, TxSummary, WindowEntry};
+use strongroom_store::{NewSignRequest, NewVote, SignRequestRecord};
+use strongroom_transport::NodeId;
+use tokio::sync::{Semaphore, broadcast};
+
+use crate::control::{Reply, Request, SignTarget};
+use crate::engine::{Engine, EngineError, hex32, lock, random_id};
+use crate::votes::{Expected, SignedVote, Vote, VoteDecision};
+
+/// States after which nothing changes.
+pub const FINAL_STATES: [&str; 3] = ["signed", "rejected", "failed"];
+
+/// How long a request may sit in `voting` or `approved` before the leader resumes it.
+const RESUME_AFTER: Duration = Duration::from_secs(15);
+
+/// Parsed requests kept in memory (they are re-parsed from the database when evicted).
+const PARSED_CACHE: usize = 2048;
+
+/// The request id for a request digest: its first 16 bytes, hex.
+pub fn request_id_of(digest: &[u8; 32]) -> String {
+    hex::encode(&digest[..16])
+}
+
+/// What a node keeps for the request flow.
+pub(crate) struct RequestsState {
+    /// This node's policy (`None`: deny everything).
+    pub(crate) policy: Option<Arc<Policy>>,
+    /// This node's certificate (its own votes verify against it).
+    own_cert: CertificateDer<'static>,
+    /// Peers' certificates as their transport handshakes presented them.
+    peer_certs: std::sync::Mutex<HashMap<String, CertificateDer<'static>>>,
+    /// Parsed PSBTs by request id.
+    parsed: std::sync::Mutex<HashMap<String, Arc<SignRequest>>>,
+    /// Requests this node's stored vote allows (read from the database when absent).
+    allowed: std::sync::Mutex<HashSet<String>>,
+    /// Request ids whose state changed (for long polls).
+    pub(crate) changed: broadcast::Sender<String>,
+    /// Requests this node coordinates at once.
+    pub(crate) in_flight: Arc<Semaphore>,
+}
+
+impl RequestsState {
+    pub(crate) fn new(
+        policy: Option<Policy>,
+        own_cert: CertificateDer<'static>,
+        max_in_flight: usize,
+    ) -> Self {
+        Self {
+            policy: policy.map(Arc::new),
+            own_cert,
+            peer_certs: std::sync::Mutex::new(HashMap::new()),
+            parsed: std::sync::Mutex::new(HashMap::new()),
+            allowed: std::sync::Mutex::new(HashSet::new()),
+            changed: broadcast::channel(1024).0,
+            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The summary the API shows and the database keeps (`spend_sat` feeds the rolling window).
+pub fn summary_json(req: &SignRequest) -> Value {
+    let a = req.analysis();
+    json!({
+        "txid": a.txid.to_string(),
+        "network": a.network.to_string(),
+        "inputs": a.inputs.iter().map(|i| json!({
+            "index": i.index,
+            "previous_output": i.previous_output.to_string(),
+            "amount_sat": i.amount_sat,
+            "ours": i.is_ours(),
+            "path": match &i.owner {
+                strongroom_bitcoin::InputOwner::Ours { path, .. } => Some(path.to_string()),
+                strongroom_bitcoin::InputOwner::Foreign { .. } => None,
+            },
+        })).collect::<Vec<_>>(),
+        "outputs": a.outputs.iter().map(|o| json!({
+            "index": o.index,
+            "address": o.address,
+            "amount_sat": o.amount_sat,
+            "is_change": o.is_change,
+        })).collect::<Vec<_>>(),
+        "total_in_sat": a.total_in_sat,
+        "total_out_sat": a.total_out_sat,
+        "spend_sat": a.spend_sat(),
+        "fee_sat": a.fee_sat,
+        "vsize": a.vsize,
+        "weight": a.weight,
+        "fee_rate_sat_per_vb": a.fee_rate_sat_per_vb,
+        "all_inputs_ours": a.all_inputs_ours(),
+    })
+}
+
+/// What the policy sees.
+fn tx_summary(req: &SignRequest) -> TxSummary {
+    let a = req.analysis();
+    TxSummary {
+        key_id: a.key_id.clone(),
+        input_count: u32::try_from(a.inputs.len()).unwrap_or(u32::MAX),
+        total_input_sat: a.total_in_sat,
+        outputs: a
+            .outputs
+            .iter()
+            .map(|o| TxOutput {
+                address: o.address.clone(),
+                amount_sat: o.amount_sat,
+                is_change: o.is_change,
+            })
+            .collect(),
+        fee_sat: a.fee_sat,
+        vsize: a.vsize,
+    }
+}
+
+fn decision_of(d: &Decision) -> VoteDecision {
+    match d {
+        Decision::Allow { .. } => VoteDecision::Allow,
+        Decision::Deny { .. } => VoteDecision::Deny,
+        Decision::NeedsApprovals { .. } => VoteDecision::NeedsApprovals,
+    }
+}
+
+/// A bitcoin derivation path as the protocol library's.
+fn mpc_path(
+    path: &strongroom_bitcoin::bitcoin::bip32::DerivationPath,
+) -> Result<DerivationPath, EngineError> {
+    let indices: Vec<u32> = path.into_iter().map(|c| u32::from(*c)).collect();
+    DerivationPath::new(indices).map_err(|e| EngineError::refused("invalid-path", e.to_string()))
+}
+
+/// The state votes settle a request in, as one node sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Tally {
+    /// At least `t` nodes allow.
+    Approved,
+    /// Enough nodes allow or wait for approvals.
+    AwaitingApprovals,
+    /// Too few nodes can still allow; the reasons of those that deny.
+    Rejected(Vec<String>),
+    /// Votes are missing.
+    Pending,
+}
+
+/// Settles `votes` (node id, decision, reasons) among `n` members with threshold `t`.
+pub(crate) fn tally(n: usize, t: usize, votes: &[(String, String, Vec<String>)]) -> Tally {
+    let allow = votes.iter().filter(|v| v.1 == "allow").count();
+    let waiting = votes.iter().filter(|v| v.1 == "needs_approvals").count();
+    let missing = n.saturating_sub(votes.len());
+    if allow >= t {
+        return Tally::Approved;
+    }
+    if allow + waiting + missing < t {
+        let reasons = votes
+            .iter()
+            .filter(|v| v.1 == "deny")
+            .flat_map(|(node, _, reasons)| reasons.iter().map(move |r| format!("{node}: {r}")))
+            .collect();
+        return Tally::Rejected(reasons);
+    }
+    if allow + waiting >= t {
+        return Tally::AwaitingApprovals;
+    }
+    Tally::Pending
+}
+
+impl Engine {
+    fn policy(&self) -> Option<&Arc<Policy>> {
+        self.requests.policy.as_ref()
+    }
+
+    /// The cluster key of a ready key.
+    pub(crate) async fn cluster_key(&self, key_id: &str) -> Result<ClusterKey, EngineError> {
+        let info = self.public_info(key_id).await?;
+        ClusterKey::new(self.network, &info.public_key, info.chain_code)
+            .map_err(|e| EngineError::refused("internal", e.to_string()))
+    }
+
+    /// Checks a PSBT for a key (400-worthy errors as `invalid-psbt`).
+    pub(crate) async fn intake(
+        &self,
+        key_id: &str,
+        psbt: &str,
+    ) -> Result<SignRequest, IntakeFailure> {
+        let key = self
+            .cluster_key(key_id)
+            .await
+            .map_err(IntakeFailure::Engine)?;
+        intake_base64(psbt, &key, key_id, &IntakeOptions::default()).map_err(IntakeFailure::Psbt)
+    }
+
+    /// The parsed request `request_id` from this node's own database.
+    async fn parsed_request(
+        &self,
+        request_id: &str,
+    ) -> Result<(SignRequestRecord, Arc<SignRequest>), EngineError> {
+        let record = self.store.sign_request(request_id).await?.ok_or_else(|| {
+            EngineError::refused(
+                "unknown-request",
+                format!("node {} has no signing request {request_id}", self.me),
+            )
+        })?;
+        if let Some(parsed) = lock(&self.requests.parsed).get(request_id) {
+            return Ok((record, parsed.clone()));
+        }
+        let parsed = match self.intake(&record.key_id, &record.psbt).await {
+            Ok(p) => Arc::new(p),
+            Err(IntakeFailure::Engine(e)) => return Err(e),
+            Err(IntakeFailure::Psbt(e)) => {
+                return Err(EngineError::refused(
+                    "internal",
+                    format!("stored request {request_id} no longer passes intake: {e}"),
+                ));
+            }
+        };
+        if parsed.digest().to_bytes().as_slice() != record.digest.as_slice() {
+            return Err(EngineError::refused(
+                "internal",
+                format!("stored request {request_id} does not match its digest"),
+            ));
+        }
+        self.cache_parsed(request_id, parsed.clone());
+        Ok((record, parsed))
+    }
+
+    fn cache_parsed(&self, request_id: &str, parsed: Arc<SignRequest>) {
+        let mut cache = lock(&self.requests.parsed);
+        if cache.len() >= PARSED_CACHE {
+            cache.clear();
+        }
+        cache.insert(request_id.to_owned(), parsed);
+    }
+
+    fn notify(&self, request_id: &str) {
+        let _ = self.requests.changed.send(request_id.to_owned());
+    }
+
+    /// The message a signer signs for `target`: for a signing request, this node's own
+    /// sighash of input `input_index`, and only if this node voted to allow the request.
+    pub(crate) async fn message_for(
+        &self,
+        request_id: &str,
+        key_id: &str,
+        target: &SignTarget,
+    ) -> Result<(DerivationPath, [u8; 32]), EngineError> {
+        match target {
+            SignTarget::Digest { path, digest } => {
+                self.require_raw_digests()?;
+                Ok((crate::engine::parse_path(path)?, hex32(digest, "digest")?))
+            }
+            SignTarget::Input { input_index } => {
+                let cached = lock(&self.requests.parsed).get(request_id).cloned();
+                let allowed = lock(&self.requests.allowed).contains(request_id);
+                let parsed = match cached {
+                    Some(parsed) if allowed => parsed,
+                    _ => self.allowed_request(request_id).await?,
+                };
+                if parsed.analysis().key_id != key_id {
+                    return Err(EngineError::refused(
+                        "bad-request",
+                        format!(
+                            "request {request_id} is for key {}, not {key_id}",
+                            parsed.analysis().key_id
+                        ),
+                    ));
+                }
+                let index = usize::try_from(*input_index).unwrap_or(usize::MAX);
+                let input = parsed
+                    .inputs_to_sign()
+                    .iter()
+                    .find(|i| i.input_index == index)
+                    .ok_or_else(|| {
+                        EngineError::refused(
+                            "bad-request",
+                            format!(
+                                "input {input_index} of request {request_id} is not ours to sign"
+                            ),
+                        )
+                    })?;
+                Ok((mpc_path(&input.path)?, *input.message().as_ref()))
+            }
+        }
+    }
+
+    /// The parsed request from the database, if this node's stored vote allows it.
+    async fn allowed_request(&self, request_id: &str) -> Result<Arc<SignRequest>, EngineError> {
+        let (_, parsed) = self.parsed_request(request_id).await?;
+        let own = self
+            .store
+            .votes(request_id)
+            .await?
+            .into_iter()
+            .find(|v| v.node_id == self.me);
+        match own {
+            Some(v) if v.decision == "allow" => {}
+            Some(v) => {
+                return Err(EngineError::refused(
+                    "refused",
+                    format!(
+                        "node {} voted {} on request {request_id}; it signs only what its policy allows",
+                        self.me, v.decision
+                    ),
+                ));
+            }
+            None => {
+                return Err(EngineError::refused(
+                    "refused",
+                    format!("node {} has not voted on request {request_id}", self.me),
+                ));
+            }
+        }
+        self.remember_allowed(request_id);
+        Ok(parsed)
+    }
+
+    /// Remembers that this node's stored vote allows `request_id`.
+    fn remember_allowed(&self, request_id: &str) {
+        let mut allowed = lock(&self.requests.allowed);
+        if allowed.len() >= PARSED_CACHE {
+            allowed.clear();
+        }
+        allowed.insert(request_id.to_owned());
+    }
+
+    /// The certificate `node` presented to this node's transport (its own for this node).
+    fn certificate_of(&self, node: &str) -> Option<CertificateDer<'static>> {
+        if node == self.me {
+            return Some(self.requests.own_cert.clone());
+        }
+        if let Some(c) = lock(&self.requests.peer_certs).get(node) {
+            return Some(c.clone());
+        }
+        let id = NodeId::new(node).ok()?;
+        let conn = self.transport.connection(&id)?;
+        let identity = conn.peer_identity()?;
+        let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+        let cert = chain.first()?.clone();
+        lock(&self.requests.peer_certs).insert(node.to_owned(), cert.clone());
+        Some(cert)
+    }
+
+    /// Verifies a vote against its voter's certificate and this node's copy of the request.
+    pub(crate) fn check_vote<'v>(
+        &self,
+        vote: &'v SignedVote,
+        request_id: &str,
+        digest: [u8; 32],
+    ) -> Result<&'v Vote, EngineError> {
+        let claimed = &vote.unverified_vote().node_id;
+        if !self.members.contains(claimed) {
+            return Err(EngineError::refused(
+                "bad-vote",
+                format!("a vote claims node '{claimed}', which is not a member"),
+            ));
+        }
+        let cert = self.certificate_of(claimed).ok_or_else(|| {
+            EngineError::refused(
+                "bad-vote",
+                format!("no certificate of node {claimed} is known yet (not connected)"),
+            )
+        })?;
+        vote.verify(&Expected {
+            cluster_id: &self.cfg.node.cluster_id,
+            request_id,
+            request_digest: digest,
+            certificate: &cert,
+        })
+        .map_err(|e| EngineError::refused("bad-vote", e.to_string()))
+    }
+
+    // ---- participant side --------------------------------------------------------------------
+
+    /// [`Request::Propose`]: check, store, evaluate, vote.
+    pub(crate) async fn propose(
+        &self,
+        request_id: &str,
+        key_id: &str,
+        psbt: &str,
+        memo: Option<&str>,
+        submitter: &str,
+    ) -> Result<SignedVote, EngineError> {
+        let parsed = match self.intake(key_id, psbt).await {
+            Ok(p) => Arc::new(p),
+            Err(IntakeFailure::Engine(e)) => return Err(e),
+            Err(IntakeFailure::Psbt(e)) => {
+                return Err(EngineError::refused(
+                    "invalid-psbt",
+                    format!("node {} refuses the PSBT: {e}", self.me),
+                ));
+            }
+        };
+        let digest = parsed.digest().to_bytes();
+        if request_id_of(&digest) != request_id {
+            return Err(EngineError::refused(
+                "bad-request",
+                format!(
+                    "request id {request_id} does not match the digest node {} computed",
+                    self.me
+                ),
+            ));
+        }
+        let summary = summary_json(&parsed);
+        let (record, created) = self
+            .store
+            .insert_sign_request(&NewSignRequest {
+                request_id,
+                key_id,
+                digest: &digest,
+                psbt,
+                memo,
+                submitter,
+                summary: &summary,
+            })
+            .await?;
+        if created {
+            tracing::info!(request_id, key_id, submitter, "signing request received");
+            self.notify(request_id);
+        }
+        self.cache_parsed(request_id, parsed.clone());
+        self.cast_vote(&record, &parsed).await
+    }
+
+    /// Evaluates the request against this node's policy and returns this node's vote: the
+    /// stored one unless it waited for approvals and the decision moved on.
+    async fn cast_vote(
+        &self,
+        record: &SignRequestRecord,
+        parsed: &SignRequest,
+    ) -> Result<SignedVote, EngineError> {
+        let request_id = record.request_id.as_str();
+        let stored = self
+            .store
+            .votes(request_id)
+            .await?
+            .into_iter()
+            .find(|v| v.node_id == self.me);
+        let stored_vote = match &stored {
+            Some(v) => Some(SignedVote::from_parts(
+                serde_json::from_slice::<Vote>(&v.signed_vote)
+                    .map_err(|e| EngineError::refused("internal", format!("stored vote: {e}")))?,
+                v.signature.clone(),
+            )),
+            None => None,
+        };
+        let open = matches!(record.state.as_str(), "voting" | "awaiting_approvals");
+        if let Some(v) = &stored_vote {
+            if v.unverified_vote().decision != VoteDecision::NeedsApprovals || !open {
+                return Ok(v.clone());
+            }
+        }
+        let digest = parsed.digest().to_bytes();
+        let (decision, policy_hash) = self.evaluate(record, parsed, digest).await?;
+        let reasons = vec![decision.to_string()];
+        if let Some(v) = &stored_vote {
+            if v.unverified_vote().reasons == reasons {
+                return Ok(v.clone());
+            }
+        }
+        let vote = Vote {
+            cluster_id: self.cfg.node.cluster_id.clone(),
+            request_id: request_id.to_owned(),
+            request_digest: digest,
+            policy_hash,
+            decision: decision_of(&decision),
+            reasons,
+            entropy: random_id::<32>(),
+            node_id: self.me.clone(),
+            time_unix_ms: now_ms(),
+        };
+        let identity = self.token.identity();
+        let signed =
+            SignedVote::sign(vote, &identity).map_err(|e| EngineError::Token(e.to_string()))?;
+        self.store_vote(&signed).await?;
+        if signed.unverified_vote().decision == VoteDecision::Allow {
+            self.remember_allowed(request_id);
+        }
+        let v = signed.unverified_vote();
+        tracing::info!(request_id, decision = %v.decision, reasons = ?v.reasons, "vote cast");
+        Ok(signed)
+    }
+
+    async fn store_vote(&self, signed: &SignedVote) -> Result<bool, EngineError> {
+        let v = signed.unverified_vote();
+        let body =
+            serde_json::to_vec(v).map_err(|e| EngineError::refused("internal", e.to_string()))?;
+        let reasons = json!(v.reasons);
+        Ok(self
+            .store
+            .record_vote(&NewVote {
+                request_id: &v.request_id,
+                node_id: &v.node_id,
+                decision: v.decision.as_str(),
+                reasons: &reasons,
+                policy_hash: &v.policy_hash,
+                entropy: &v.entropy,
+                signed_vote: &body,
+                signature: signed.signature(),
+            })
+            .await?)
+    }
+
+    /// This node's policy decision on a stored request, with the policy hash.
+    async fn evaluate(
+        &self,
+        record: &SignRequestRecord,
+        parsed: &SignRequest,
+        digest: [u8; 32],
+    ) -> Result<(Decision, [u8; 32]), EngineError> {
+        let Some(policy) = self.policy() else {
+            return Ok((
+                Decision::Deny {
+                    rule: None,
+                    reason: format!(
+                        "node {} has no policy file ([policy] file in its configuration)",
+                        self.me
+                    ),
+                },
+                [0; 32],
+            ));
+        };
+        let now = SystemTime::now();
+        let now_s = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let window_history = match policy.longest_window() {
+            Some(seconds) => {
+                let since = now
+                    .checked_sub(Duration::from_secs(seconds))
+                    .unwrap_or(UNIX_EPOCH);
+                self.store
+                    .window_spends(&record.key_id, since)
+                    .await?
+                    .into_iter()
+                    .map(|(t, amount)| WindowEntry {
+                        time: t
+                            .duration_since(UNIX_EPOCH)
+                            .map(|d| d.as_secs())
+                            .unwrap_or(0),
+                        amount_sat: u64::try_from(amount).unwrap_or(0),
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let mut approvals = Vec::new();
+        for a in self.store.approvals(&record.request_id).await? {
+            match strongroom_policies::verify_approval(policy, &a.approver, &digest, &a.signature) {
+                Ok(v) => approvals.push(v),
+                Err(e) => {
+                    tracing::warn!(request_id = %record.request_id, error = %e, "stored approval does not verify under this node's policy")
+                }
+            }
+        }
+        let roles = self
+            .cfg
+            .api
+            .clients
+            .get(&record.submitter)
+            .cloned()
+            .unwrap_or_default();
+        let ctx = Context {
+            initiator: Initiator {
+                name: record.submitter.clone(),
+                roles,
+            },
+            now: now_s,
+            request_digest: digest,
+            window_history,
+            approvals,
+        };
+        let decision = strongroom_policies::evaluate(policy, &tx_summary(parsed), &ctx);
+        Ok((decision, *policy.hash().as_bytes()))
+    }
+
+    /// What approvals this node's policy still needs for a request, if it waits for any.
+    pub(crate) async fn needs(&self, record: &SignRequestRecord) -> Option<Value> {
+        let (_, parsed) = self.parsed_request(&record.request_id).await.ok()?;
+        let digest = parsed.digest().to_bytes();
+        match self.evaluate(record, &parsed, digest).await.ok()?.0 {
+            Decision::NeedsApprovals {
+                group,
+                required,
+                have,
+                approved_by,
+                ..
+            } => Some(
+                json!({"group": group, "required": required, "have": have, "approved_by": approved_by}),
+            ),
+            _ => None,
+        }
+    }
+
+    /// [`Request::Votes`]: verify and store each vote, then settle this node's view.
+    pub(crate) async fn receive_votes(
+        &self,
+        request_id: &str,
+        votes: &[SignedVote],
+    ) -> Result<Tally, EngineError> {
+        let record = self.store.sign_request(request_id).await?.ok_or_else(|| {
+            EngineError::refused(
+                "unknown-request",
+                format!("node {} has no signing request {request_id}", self.me),
+            )
+        })?;
+        let digest: [u8; 32] = record
+            .digest
+            .as_slice()
+            .try_into()
+            .map_err(|_| EngineError::refused("internal", "stored digest is not 32 bytes"))?;
+        for signed in votes {
+            match self.check_vote(signed, request_id, digest) {
+                Ok(_) => {
+                    if let Err(e) = self.store_vote(signed).await {
+                        tracing::warn!(request_id, voter = %signed.unverified_vote().node_id, error = %e, "vote not stored");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(request_id, error = %e, "vote rejected");
+                }
+            }
+        }
+        self.settle(&record).await
+    }
+
+    /// Moves this node's copy of a request to the state its stored votes settle.
+    async fn settle(&self, record: &SignRequestRecord) -> Result<Tally, EngineError> {
+        let request_id = record.request_id.as_str();
+        let key = self.public_info(&record.key_id).await?;
+        let votes: Vec<(String, String, Vec<String>)> = self
+            .store
+            .votes(request_id)
+            .await?
+            .into_iter()
+            .map(|v| {
+                let reasons = serde_json::from_value(v.reasons).unwrap_or_default();
+                (v.node_id, v.decision, reasons)
+            })
+            .collect();
+        let result = tally(usize::from(key.n), usize::from(key.threshold), &votes);
+        let changed = match &result {
+            Tally::Approved => {
+                self.store
+                    .transition_sign_request(
+                        request_id,
+                        &["voting", "awaiting_approvals"],
+                        "approved",
+                        None,
+                    )
+                    .await?
+            }
+            Tally::AwaitingApprovals => {
+                self.store
+                    .transition_sign_request(request_id, &["voting"], "awaiting_approvals", None)
+                    .await?
+            }
+            Tally::Rejected(reasons) => {
+                let text = reasons.join("; ");
+                self.store
+                    .transition_sign_request(
+                        request_id,
+                        &["voting", "awaiting_approvals"],
+                        "rejected",
+                        Some(&text),
+                    )
+                    .await?
+            }
+            Tally::Pending => false,
+        };
+        if changed {
+            tracing::info!(request_id, state = ?result, "request settled");
+            self.notify(request_id);
+        }
+        Ok(result)
+    }
+
+    /// [`Request::Approve`]: verify under this node's policy, store, vote again.
+    pub(crate) async fn receive_approval(
+        &self,
+        from: &str,
+        request_id: &str,
+        approver: &str,
+        signature_hex: &str,
+    ) -> Result<SignedVote, EngineError> {
+        let (record, parsed) = self.parsed_request(request_id).await?;
+        self.accept_approval(&record, approver, signature_hex)
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(request_id, approver, via = from, error = %e, "approval refused");
+            })?;
+        self.cast_vote(&record, &parsed).await
+    }
+
+    /// Verifies an approval against this node's policy and stores it.
+    pub(crate) async fn accept_approval(
+        &self,
+        record: &SignRequestRecord,
+        approver: &str,
+        signature_hex: &str,
+    ) -> Result<bool, EngineError> {
+        let policy = self.policy().ok_or_else(|| {
+            EngineError::refused(
+                "approval-refused",
+                format!("node {} has no policy, so no approvers", self.me),
+            )
+        })?;
+        let signature = hex::decode(signature_hex.trim())
+            .map_err(|_| EngineError::refused("approval-refused", "the signature is not hex"))?;
+        let digest: [u8; 32] = record
+            .digest
+            .as_slice()
+            .try_into()
+            .map_err(|_| EngineError::refused("internal", "stored digest is not 32 bytes"))?;
+        strongroom_policies::verify_approval(policy, approver, &digest, &signature)
+            .map_err(|e| EngineError::refused("approval-refused", e.to_string()))?;
+        let new = self
+            .store
+            .record_approval(&record.request_id, approver, &signature)
+            .await?;
+        if new {
+            tracing::info!(request_id = %record.request_id, approver, "approval accepted");
+            self.notify(&record.request_id);
+        }
+        Ok(new)
+    }
+
+    /// [`Request::Finished`]: check the signatures against this node's own sighashes and
+    /// store the signed PSBT.
+    pub(crate) async fn receive_signatures(
+        &self,
+        request_id: &str,
+        signatures: &[(u32, String)],
+    ) -> Result<(), EngineError> {
+        let (record, parsed) = self.parsed_request(request_id).await?;
+        if record.state == "signed" {
+            return Ok(());
+        }
+        let mut sigs = Vec::with_capacity(signatures.len());
+        for (input, hex_sig) in signatures {
+            let bytes = hex::decode(hex_sig)
+                .map_err(|_| EngineError::refused("bad-request", "signature is not hex"))?;
+            let sig = EcdsaSig::from_compact(&bytes)
+                .map_err(|e| EngineError::refused("bad-request", e.to_string()))?;
+            sigs.push((usize::try_from(*input).unwrap_or(usize::MAX), sig));
+        }
+        let signed = parsed
+            .apply_signatures(&sigs)
+            .map_err(|e| EngineError::refused("bad-signature", e.to_string()))?;
+        // The signatures prove t nodes allowed the request, whatever this node saw of the vote.
+        self.store
+            .transition_sign_request(
+                request_id,
+                &["voting", "awaiting_approvals"],
+                "approved",
+                None,
+            )
+            .await?;
+        self.store
+            .transition_sign_request(request_id, &["approved"], "signing", None)
+            .await?;
+        self.store
+            .finish_sign_request(
+                request_id,
+                &signed.to_base64(),
+                signed.transaction_hex().as_deref(),
+            )
+            .await?;
+        self.notify(request_id);
+        Ok(())
+    }
+
+    /// [`Request::Failed`].
+    pub(crate) async fn receive_failure(
+        &self,
+        request_id: &str,
+        error: &str,
+    ) -> Result<(), EngineError> {
+        if self
+            .store
+            .transition_sign_request(
+                request_id,
+                &["voting", "awaiting_approvals", "approved", "signing"],
+                "failed",
+                Some(error),
+            )
+            .await?
+        {
+            self.notify(request_id);
+        }
+        Ok(())
+    }
+}
+
+/// Why intake failed: the PSBT (400) or the engine (key unknown, database).
+#[derive(Debug)]
+pub(crate) enum IntakeFailure {
+    /// The PSBT is refused.
+    Psbt(strongroom_bitcoin::IntakeError),
+    /// Something else failed.
+    Engine(EngineError),
+}
+
+// ---- coordinator side ------------------------------------------------------------------------
+
+/// Collects every member's vote on a stored request and shares them; signs when approved.
+pub(crate) async fn coordinate(engine: Arc<Engine>, record: SignRequestRecord) {
+    let request_id = record.request_id.clone();
+    if let Err(e) = coordinate_inner(&engine, &record).await {
+        tracing::warn!(request_id = %request_id, error = %e, "signing request could not proceed");
+    }
+}
+
+async fn coordinate_inner(
+    engine: &Arc<Engine>,
+    record: &SignRequestRecord,
+) -> Result<(), EngineError> {
+    let timeout = Duration::from_secs(engine.cfg.signing.timeout_secs);
+    let started = std::time::Instant::now();
+    let answers = engine
+        .call_all(&engine.parties(), timeout, |_| Request::Propose {
+            request_id: record.request_id.clone(),
+            key_id: record.key_id.clone(),
+            psbt: record.psbt.clone(),
+            memo: record.memo.clone(),
+            submitter: record.submitter.clone(),
+        })
+        .await;
+    let mut votes = Vec::new();
+    for (i, answer) in answers {
+        match answer {
+            Ok(Reply::Vote(v)) => votes.push(v),
+            Ok(_) => {
+                tracing::warn!(request_id = %record.request_id, node = i, "unexpected reply to a proposal")
+            }
+            Err(e) => {
+                tracing::warn!(request_id = %record.request_id, node = i, error = %e, "no vote")
+            }
+        }
+    }
+    tracing::debug!(request_id = %record.request_id, votes = votes.len(), ms = started.elapsed().as_secs_f64() * 1000.0, "votes collected");
+    share_votes(engine, &record.request_id, votes).await
+}
+
+/// Sends `votes` to every member; if this node's view is then `approved`, signs.
+async fn share_votes(
+    engine: &Arc<Engine>,
+    request_id: &str,
+    votes: Vec<SignedVote>,
+) -> Result<(), EngineError> {
+    let timeout = Duration::from_secs(engine.cfg.signing.timeout_secs);
+    let me = engine.my_index;
+    let others: Vec<u16> = engine.parties().into_iter().filter(|i| *i != me).collect();
+    let started = std::time::Instant::now();
+    let own = engine.receive_votes(request_id, &votes).await?;
+    tracing::debug!(
+        request_id,
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "votes settled"
+    );
+    let i_allow = votes.iter().any(|v| {
+        let v = v.unverified_vote();
+        v.node_id == engine.me && v.decision == VoteDecision::Allow
+    });
+    let deliver = {
+        let engine = engine.clone();
+        let request_id = request_id.to_owned();
+        async move {
+            let answers = engine
+                .call_all(&others, timeout, |_| Request::Votes {
+                    request_id: request_id.clone(),
+                    votes: votes.clone(),
+                })
+                .await;
+            for (i, answer) in answers {
+                if let Err(e) = answer {
+                    tracing::warn!(request_id = %request_id, node = i, error = %e, "votes not delivered");
+                }
+            }
+        }
+    };
+    if own == Tally::Approved && i_allow {
+        // Signers check only their own votes: the others learn the outcome while this node
+        // signs.
+        tokio::spawn(deliver);
+        sign_approved(engine, request_id).await;
+    } else {
+        deliver.await;
+        if own == Tally::Approved {
+            sign_approved(engine, request_id).await;
+        }
+    }
+    Ok(())
+}
+
+/// Verifies an approval here, has every member verify it and vote again, and shares the votes.
+pub(crate) async fn approve(
+    engine: &Arc<Engine>,
+    request_id: &str,
+    approver: &str,
+    signature_hex: &str,
+) -> Result<(), EngineError> {
+    let timeout = Duration::from_secs(engine.cfg.signing.timeout_secs);
+    let answers = engine
+        .call_all(&engine.parties(), timeout, |_| Request::Approve {
+            request_id: request_id.to_owned(),
+            approver: approver.to_owned(),
+            signature: signature_hex.to_owned(),
+        })
+        .await;
+    let mut votes = Vec::new();
+    for (i, answer) in answers {
+        match answer {
+            Ok(Reply::Vote(v)) => votes.push(v),
+            Ok(_) => tracing::warn!(request_id, node = i, "unexpected reply to an approval"),
+            Err(e) => tracing::warn!(request_id, node = i, error = %e, "approval not taken"),
+        }
+    }
+    let engine = engine.clone();
+    let request_id = request_id.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = share_votes(&engine, &request_id, votes).await {
+            tracing::warn!(request_id = %request_id, error = %e, "votes after an approval not shared");
+        }
+    });
+    Ok(())
+}
+
+/// Signs an approved request in a task of its own.
+pub(crate) fn spawn_signing(engine: Arc<Engine>, request_id: String) {
+    tokio::spawn(async move { sign_approved(&engine, &request_id).await });
+}
+
+/// Signs an approved request: this node coordinates if it voted to allow, else it hands the
+/// request to a node that did.
+async fn sign_approved(engine: &Arc<Engine>, request_id: &str) {
+    match sign_inner(engine, request_id).await {
+        Ok(()) => {}
+        Err(e) => {
+            tracing::warn!(request_id, error = %e, "signing failed");
+            let error = e.to_string();
+            if let Err(db) = engine.receive_failure(request_id, &error).await {
+                tracing::error!(request_id, error = %db, "cannot record the failure");
+            }
+            let others: Vec<u16> = engine
+                .parties()
+                .into_iter()
+                .filter(|i| *i != engine.my_index)
+                .collect();
+            let _ = engine
+                .call_all(&others, Duration::from_secs(5), |_| Request::Failed {
+                    request_id: request_id.to_owned(),
+                    error: error.clone(),
+                })
+                .await;
+        }
+    }
+}
+
+async fn sign_inner(engine: &Arc<Engine>, request_id: &str) -> Result<(), EngineError> {
+    let (record, parsed) = engine.parsed_request(request_id).await?;
+    let votes = engine.store.votes(request_id).await?;
+    let allowing: Vec<u16> = engine
+        .members()
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| {
+            votes
+                .iter()
+                .any(|v| &v.node_id == *m && v.decision == "allow")
+        })
+        .filter_map(|(i, _)| u16::try_from(i).ok())
+        .collect();
+    if !allowing.contains(&engine.my_index) {
+        // Hand the request to a node that allowed it.
+        for i in allowing.iter().copied().filter(|i| engine.reachable(*i)) {
+            let sent = engine
+                .call(
+                    i,
+                    Request::SignApproved {
+                        request_id: request_id.to_owned(),
+                    },
+                    Duration::from_secs(5),
+                )
+                .await;
+            match sent {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(request_id, node = i, error = %e, "cannot hand over the signing")
+                }
+            }
+        }
+        return Err(EngineError::refused(
+            "signers-unavailable",
+            "no node that allowed the request is reachable",
+        ));
+    }
+    if !engine
+        .store
+        .transition_sign_request(request_id, &["approved"], "signing", None)
+        .await?
+    {
+        // Someone else is signing it, or it is done.
+        return Ok(());
+    }
+    engine.notify(request_id);
+    let started = std::time::Instant::now();
+    let key_id = record.key_id.as_str();
+    let tasks = parsed.inputs_to_sign().iter().map(|input| {
+        let target = SignTarget::Input {
+            input_index: u32::try_from(input.input_index).unwrap_or(u32::MAX),
+        };
+        let path = input.path.to_string();
+        let path = path.strip_prefix("m/").unwrap_or(&path).to_owned();
+        let digest = *input.message().as_ref();
+        let allowing = allowing.clone();
+        async move {
+            let out = crate::signing::sign_message(
+                engine,
+                request_id,
+                key_id,
+                &path,
+                digest,
+                &target,
+                Some(&allowing),
+            )
+            .await?;
+            Ok::<_, EngineError>((input.input_index, out))
+        }
+    });
+    let results = futures::future::join_all(tasks).await;
+    let mut sigs = Vec::new();
+    let mut wire = Vec::new();
+    for r in results {
+        let (input, out) = r?;
+        let mut compact = [0u8; 64];
+        compact[..32].copy_from_slice(&hex32(&out.r, "r")?);
+        compact[32..].copy_from_slice(&hex32(&out.s, "s")?);
+        let sig = EcdsaSig::from_compact(&compact)
+            .map_err(|e| EngineError::refused("internal", e.to_string()))?;
+        sigs.push((input, sig));
+        wire.push((
+            u32::try_from(input).unwrap_or(u32::MAX),
+            hex::encode(compact),
+        ));
+    }
+    let signed = parsed
+        .apply_signatures(&sigs)
+        .map_err(|e| EngineError::refused("internal", e.to_string()))?;
+    engine
+        .store
+        .finish_sign_request(
+            request_id,
+            &signed.to_base64(),
+            signed.transaction_hex().as_deref(),
+        )
+        .await?;
+    engine.notify(request_id);
+    tracing::info!(
+        request_id,
+        inputs = sigs.len(),
+        sign_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request signed"
+    );
+    let others: Vec<u16> = engine
+        .parties()
+        .into_iter()
+        .filter(|i| *i != engine.my_index)
+        .collect();
+    let timeout = Duration::from_secs(engine.cfg.signing.timeout_secs);
+    let engine = engine.clone();
+    let request_id = request_id.to_owned();
+    tokio::spawn(async move {
+        for (i, r) in engine
+            .call_all(&others, timeout, |_| Request::Finished {
+                request_id: request_id.clone(),
+                signatures: wire.clone(),
+            })
+            .await
+        {
+            if let Err(e) = r {
+                tracing::warn!(request_id = %request_id, node = i, error = %e, "signatures not delivered");
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The leader's sweep: resumes requests that stalled in `voting`, `approved` or `signing`.
+pub(crate) async fn resume_stalled(engine: &Arc<Engine>) -> Result<(), EngineError> {
+    let now = SystemTime::now();
+    let signing_age = Duration::from_secs(engine.cfg.signing.timeout_secs * 2 + 5);
+    let before = now.checked_sub(RESUME_AFTER).unwrap_or(UNIX_EPOCH);
+    for record in engine
+        .store
+        .stale_sign_requests(&["voting"], before, 16)
+        .await?
+    {
+        tracing::info!(request_id = %record.request_id, "resuming the vote on a stalled request");
+        coordinate(engine.clone(), record).await;
+    }
+    for record in engine
+        .store
+        .stale_sign_requests(&["approved"], before, 16)
+        .await?
+    {
+        tracing::info!(request_id = %record.request_id, "resuming the signing of an approved request");
+        sign_approved(engine, &record.request_id).await;
+    }
+    let before = now.checked_sub(signing_age).unwrap_or(UNIX_EPOCH);
+    for record in engine
+        .store
+        .stale_sign_requests(&["signing"], before, 16)
+        .await?
+    {
+        tracing::info!(request_id = %record.request_id, "retrying a signing that never completed");
+        if engine
+            .store
+            .transition_sign_request(&record.request_id, &["signing"], "approved", None)
+            .await?
+        {
+            sign_approved(engine, &record.request_id).await;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(node: &str, d: &str) -> (String, String, Vec<String>) {
+        (node.into(), d.into(), vec![format!("{d} by rule")])
+    }
+
+    #[test]
+    fn tally_settles_on_threshold() {
+        // 2 of 3.
+        assert_eq!(
+            tally(3, 2, &[v("a", "allow"), v("b", "allow")]),
+            Tally::Approved
+        );
+        assert_eq!(tally(3, 2, &[v("a", "allow")]), Tally::Pending);
+        assert_eq!(
+            tally(3, 2, &[v("a", "allow"), v("b", "deny")]),
+            Tally::Pending
+        );
+        assert_eq!(
+            tally(3, 2, &[v("a", "allow"), v("b", "deny"), v("c", "allow")]),
+            Tally::Approved
+        );
+        assert_eq!(
+            tally(3, 2, &[v("a", "deny"), v("b", "deny")]),
+            Tally::Rejected(vec!["a: deny by rule".into(), "b: deny by rule".into()])
+        );
+        assert_eq!(
+            tally(
+                3,
+                2,
+                &[v("a", "needs_approvals"), v("b", "needs_approvals")]
+            ),
+            Tally::AwaitingApprovals
+        );
+        assert_eq!(
+            tally(
+                3,
+                2,
+                &[v("a", "needs_approvals"), v("b", "deny"), v("c", "allow")]
+            ),
+            Tally::AwaitingApprovals
+        );
+        assert_eq!(
+            tally(
+                3,
+                2,
+                &[v("a", "needs_approvals"), v("b", "deny"), v("c", "deny")]
+            ),
+            Tally::Rejected(vec!["b: deny by rule".into(), "c: deny by rule".into()])
+        );
+        // 3 of 3: one deny rejects.
+        assert!(matches!(
+            tally(3, 3, &[v("a", "allow"), v("b", "deny")]),
+            Tally::Rejected(_)
+        ));
+    }
+
+    #[test]
+    fn request_ids_come_from_the_digest() {
+        let d = [0xab; 32];
+        assert_eq!(request_id_of(&d), "ab".repeat(16));
+    }
+}

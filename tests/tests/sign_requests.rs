@@ -1,0 +1,662 @@
+//! Policy-gated PSBT signing end to end on three real node processes (SoftHSM tokens, one
+//! PostgreSQL database each, etcd), every node running the dev policy of
+//! `policies/examples/dev.toml`.
+//!
+//! PSBTs are built here with the `bitcoin` crate alone, from the key's xpub; signed
+//! transactions are checked with libbitcoinconsensus. One test function runs the phases in
+//! order on one cluster: aux info and key generation cost tens of seconds of CPU, so they are
+//! done once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use bitcoin::bip32::{ChildNumber, DerivationPath, Fingerprint, Xpub};
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::Secp256k1;
+use bitcoin::{
+    Address, Amount, CompressedPublicKey, Network, OutPoint, Psbt, ScriptBuf, Sequence,
+    Transaction, TxIn, TxOut, Txid, Witness, absolute::LockTime, transaction::Version,
+};
+use ed25519_dalek::Signer as _;
+use rand::RngCore;
+use serde_json::{Value, json};
+use sha2::Digest as _;
+use strongroom_client::{ApiClient, ClientConfig};
+use strongroom_tests::cluster::{ClusterOptions, TestCluster};
+
+const N: usize = 3;
+const DENYLISTED: &str = "bcrt1qsfyza8dnx9dhudwpg5pxq5q4k9e7kug3ys8qcf";
+
+/// The stricter policy node-3 runs in the last phase: spends up to 100,000 sat only.
+const STRICT_POLICY: &str = r#"
+version = 1
+id = "strict"
+
+[[rules]]
+name = "tiny-spend"
+action = "allow"
+when.amount_sat = { max = 100_000 }
+"#;
+
+fn client_for(cluster: &TestCluster, name: Option<&str>) -> ApiClient {
+    let (cert, key) = match name {
+        None => (cluster.client_cert(), cluster.client_key()),
+        Some(n) => (cluster.client_cert_of(n), cluster.client_key_of(n)),
+    };
+    ApiClient::new(ClientConfig {
+        urls: cluster.api_urls(),
+        ca_cert: cluster.ca_cert(),
+        client_cert: cert,
+        client_key: key,
+        cluster_id: None,
+        timeout: Duration::from_secs(90),
+    })
+    .unwrap()
+}
+
+async fn eventually<F, Fut>(what: &str, limit: Duration, mut f: F) -> Value
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<Value>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn db_rows(url: &str, sql: &str) -> Vec<tokio_postgres::Row> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(conn);
+    let rows = client.query(sql, &[]).await.unwrap();
+    drop(client);
+    let _ = task.await;
+    rows
+}
+
+/// Every presignature's state on every node: (node, presig id) → (state, request id).
+async fn presignature_states(cluster: &TestCluster) -> HashMap<(usize, Vec<u8>), (String, String)> {
+    let mut out = HashMap::new();
+    for node in 0..N {
+        for row in db_rows(
+            &cluster.database_url(node),
+            "SELECT presig_id, state, COALESCE(request_id, '') FROM presignatures",
+        )
+        .await
+        {
+            out.insert((node, row.get(0)), (row.get(1), row.get(2)));
+        }
+    }
+    out
+}
+
+/// The key as the test sees it: xpub and fingerprint from the API, children derived here.
+struct Key {
+    id: String,
+    xpub: Xpub,
+    fingerprint: Fingerprint,
+}
+
+impl Key {
+    fn child(&self, chain: u32, index: u32) -> (CompressedPublicKey, DerivationPath) {
+        let secp = Secp256k1::verification_only();
+        let path = DerivationPath::from(vec![
+            ChildNumber::from_normal_idx(chain).unwrap(),
+            ChildNumber::from_normal_idx(index).unwrap(),
+        ]);
+        let child = self.xpub.derive_pub(&secp, &path).unwrap();
+        (CompressedPublicKey(child.public_key), path)
+    }
+
+    fn address(&self, chain: u32, index: u32) -> Address {
+        Address::p2wpkh(&self.child(chain, index).0, Network::Regtest)
+    }
+}
+
+fn random_txid() -> Txid {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    Txid::from_byte_array(bytes)
+}
+
+fn foreign_address() -> Address {
+    let secp = Secp256k1::new();
+    let mut seed = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut seed);
+    let sk = bitcoin::secp256k1::SecretKey::from_slice(&seed).unwrap();
+    let pk = bitcoin::secp256k1::PublicKey::from_secret_key(&secp, &sk);
+    Address::p2wpkh(&CompressedPublicKey(pk), Network::Regtest)
+}
+
+/// An output: to an address, or change back to the key at `1/index`.
+enum Out {
+    To(Address, u64),
+    Change(u32, u64),
+}
+
+/// A PSBT spending made-up UTXOs of the key at `0/index` (amounts given).
+fn build_psbt(
+    key: &Key,
+    inputs: &[(u32, u64)],
+    outputs: &[Out],
+) -> (Psbt, HashMap<OutPoint, TxOut>) {
+    let mut spent = HashMap::new();
+    let tx_inputs: Vec<TxIn> = inputs
+        .iter()
+        .map(|_| TxIn {
+            previous_output: OutPoint {
+                txid: random_txid(),
+                vout: 1,
+            },
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            witness: Witness::new(),
+        })
+        .collect();
+    let tx_outputs: Vec<TxOut> = outputs
+        .iter()
+        .map(|o| match o {
+            Out::To(a, v) => TxOut {
+                value: Amount::from_sat(*v),
+                script_pubkey: a.script_pubkey(),
+            },
+            Out::Change(i, v) => TxOut {
+                value: Amount::from_sat(*v),
+                script_pubkey: key.address(1, *i).script_pubkey(),
+            },
+        })
+        .collect();
+    let tx = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: tx_inputs,
+        output: tx_outputs,
+    };
+    let mut psbt = Psbt::from_unsigned_tx(tx.clone()).unwrap();
+    for (n, (index, amount)) in inputs.iter().enumerate() {
+        let (pk, path) = key.child(0, *index);
+        let utxo = TxOut {
+            value: Amount::from_sat(*amount),
+            script_pubkey: ScriptBuf::new_p2wpkh(&pk.wpubkey_hash()),
+        };
+        spent.insert(tx.input[n].previous_output, utxo.clone());
+        psbt.inputs[n].witness_utxo = Some(utxo);
+        psbt.inputs[n]
+            .bip32_derivation
+            .insert(pk.0, (key.fingerprint, path));
+    }
+    for (n, o) in outputs.iter().enumerate() {
+        if let Out::Change(i, _) = o {
+            let (pk, path) = key.child(1, *i);
+            psbt.outputs[n]
+                .bip32_derivation
+                .insert(pk.0, (key.fingerprint, path));
+        }
+    }
+    psbt.xpub
+        .insert(key.xpub, (key.fingerprint, DerivationPath::master()));
+    (psbt, spent)
+}
+
+async fn submit(api: &ApiClient, node: usize, key: &Key, psbt: &Psbt) -> (u16, Value) {
+    let r = api
+        .post_at(
+            node,
+            "/v1/sign-requests",
+            &json!({"key_id": key.id, "psbt": psbt.to_string(), "memo": "test"}),
+        )
+        .await
+        .unwrap();
+    (r.status, r.body)
+}
+
+/// Waits (long polls) until request `id` is in one of `states` on node `node`.
+async fn wait_state(api: &ApiClient, node: usize, id: &str, states: &[&str]) -> Value {
+    let start = Instant::now();
+    loop {
+        let r = api
+            .get_at(node, &format!("/v1/sign-requests/{id}?wait_secs=5"))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        let state = r.body["state"].as_str().unwrap().to_owned();
+        if states.contains(&state.as_str()) {
+            return r.body;
+        }
+        assert!(
+            !["signed", "rejected", "failed"].contains(&state.as_str()),
+            "request {id} ended {state}, expected one of {states:?}: {}",
+            r.body
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "request {id} still {state}: {}",
+            r.body
+        );
+    }
+}
+
+/// The signed transaction of a request, checked with libbitcoinconsensus for every input.
+fn check_signed(body: &Value, spent: &HashMap<OutPoint, TxOut>) -> Transaction {
+    let hex_tx = body["tx_hex"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no tx_hex: {body}"));
+    let tx: Transaction = bitcoin::consensus::deserialize(&hex::decode(hex_tx).unwrap()).unwrap();
+    tx.verify(|op| spent.get(op).cloned())
+        .unwrap_or_else(|e| panic!("libbitcoinconsensus refuses the transaction: {e:?}"));
+    for input in &tx.input {
+        assert_eq!(input.witness.len(), 2, "P2WPKH witness");
+    }
+    // The signed PSBT carries the same transaction.
+    let signed = Psbt::from_str(body["psbt"].as_str().unwrap()).unwrap();
+    assert_eq!(signed.extract_tx_unchecked_fee_rate(), tx);
+    tx
+}
+
+async fn wait_pools(api: &ApiClient, at_least: i64) {
+    for node in 0..N {
+        eventually("full pools", Duration::from_secs(300), || {
+            let api = api.clone();
+            async move {
+                let r = api.get_at(node, "/v1/presignatures").await.ok()?;
+                let pools = r.body["pools"].as_array()?;
+                let ok = !pools.is_empty()
+                    && pools
+                        .iter()
+                        .filter(|p| p["held_by_this_node"] == true)
+                        .all(|p| p["available"].as_i64().unwrap_or(0) >= at_least);
+                ok.then_some(r.body)
+            }
+        })
+        .await;
+    }
+}
+
+fn approval(digest_hex: &str, approver: u32) -> String {
+    let seed: [u8; 32] = sha2::Sha256::digest(format!("strongroom-dev-approver-{approver}")).into();
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    hex::encode(key.sign(&hex::decode(digest_hex).unwrap()).to_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn psbts_are_signed_under_every_nodes_policy() {
+    let mut cluster = tokio::task::block_in_place(|| {
+        TestCluster::start(ClusterOptions {
+            nodes: N,
+            pool_target: 6,
+            pool_low_water: 3,
+            pool_max: 10,
+            pool_concurrency: 2,
+            interactive_fallback: false,
+            sign_digest_endpoint: false,
+            extra_clients: vec![
+                ("wallet".into(), vec!["submitter".into()]),
+                ("approver-app".into(), vec!["approver".into()]),
+            ],
+            ..ClusterOptions::default()
+        })
+    })
+    .unwrap();
+    let ops = client_for(&cluster, None);
+    let wallet = client_for(&cluster, Some("wallet"));
+    let approver = client_for(&cluster, Some("approver-app"));
+
+    // ---- a key and full pools ------------------------------------------------------------------
+    eventually("a leader", Duration::from_secs(60), || async {
+        let r = ops.get_at(0, "/v1/cluster").await.ok()?;
+        r.body["leader"].is_string().then_some(r.body)
+    })
+    .await;
+    let created = ops
+        .post_at(0, "/v1/keys", &json!({"name": "treasury", "threshold": 2}))
+        .await
+        .unwrap();
+    assert_eq!(created.status, 202, "{}", created.body);
+    let key_id = created.body["key_id"].as_str().unwrap().to_owned();
+    let mut shown = Value::Null;
+    for node in 0..N {
+        shown = eventually("the key", Duration::from_secs(600), || {
+            let ops = ops.clone();
+            let path = format!("/v1/keys/{key_id}");
+            async move {
+                let r = ops.get_at(node, &path).await.ok()?;
+                assert_ne!(r.body["state"], "failed", "{}", r.body);
+                (r.body["state"] == "ready").then_some(r.body)
+            }
+        })
+        .await;
+    }
+    let key = Key {
+        id: key_id.clone(),
+        xpub: Xpub::from_str(shown["xpub"].as_str().unwrap()).unwrap(),
+        fingerprint: Fingerprint::from_str(shown["fingerprint"].as_str().unwrap()).unwrap(),
+    };
+    wait_pools(&ops, 3).await;
+
+    // ---- roles ---------------------------------------------------------------------------------
+    let r = wallet
+        .post_at(0, "/v1/keys", &json!({"name": "x", "threshold": 2}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403, "a submitter cannot create keys: {}", r.body);
+    let r = wallet.get_at(0, "/v1/presignatures").await.unwrap();
+    assert_eq!(r.status, 403);
+    let (psbt_any, _) = build_psbt(&key, &[(1, 50_000)], &[Out::To(foreign_address(), 49_000)]);
+    let r = approver
+        .post_at(
+            0,
+            "/v1/sign-requests",
+            &json!({"key_id": key.id, "psbt": psbt_any.to_string()}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403, "an approver cannot submit: {}", r.body);
+
+    // ---- bad input: 400 naming the input or field, nothing reserved -----------------------------
+    let before = presignature_states(&cluster).await;
+    let r = wallet
+        .post_at(
+            0,
+            "/v1/sign-requests",
+            &json!({"key_id": key.id, "psbt": "not base64!"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.problem().unwrap().0.as_str()),
+        (400, "invalid-psbt"),
+        "{}",
+        r.body
+    );
+    // Missing witness_utxo on input 0.
+    let (mut no_utxo, _) = build_psbt(&key, &[(2, 80_000)], &[Out::To(foreign_address(), 79_000)]);
+    no_utxo.inputs[0].witness_utxo = None;
+    let (status, body) = submit(&wallet, 0, &key, &no_utxo).await;
+    assert_eq!((status, body["input"].as_u64()), (400, Some(0)), "{body}");
+    // A hardened path.
+    let (mut hardened, _) = build_psbt(&key, &[(2, 80_000)], &[Out::To(foreign_address(), 79_000)]);
+    let (pk, _) = key.child(0, 2);
+    hardened.inputs[0].bip32_derivation.insert(
+        pk.0,
+        (key.fingerprint, DerivationPath::from_str("m/0'/2").unwrap()),
+    );
+    let (status, body) = submit(&wallet, 1, &key, &hardened).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("input 0"),
+        "{body}"
+    );
+    // Outputs worth more than the inputs.
+    let (overspend, _) = build_psbt(&key, &[(2, 80_000)], &[Out::To(foreign_address(), 90_000)]);
+    let (status, body) = submit(&wallet, 2, &key, &overspend).await;
+    assert_eq!(status, 400, "{body}");
+    // Unknown key.
+    let r = wallet
+        .post_at(
+            0,
+            "/v1/sign-requests",
+            &json!({"key_id": "00ff", "psbt": psbt_any.to_string()}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404, "{}", r.body);
+    let after = presignature_states(&cluster).await;
+    for (id, state) in &before {
+        assert_eq!(
+            after.get(id),
+            Some(state),
+            "bad input changed a presignature"
+        );
+    }
+
+    // ---- 1. two inputs at different paths, signed, consensus-valid ------------------------------
+    let (psbt, spent) = build_psbt(
+        &key,
+        &[(3, 300_000), (7, 250_000)],
+        &[Out::To(foreign_address(), 400_000), Out::Change(2, 149_000)],
+    );
+    let (status, body) = submit(&wallet, 0, &key, &psbt).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["existing"], false);
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    let done = wait_state(&wallet, 0, &id, &["signed"]).await;
+    let tx = check_signed(&done, &spent);
+    assert_eq!(tx.input.len(), 2);
+    assert_eq!(done["summary"]["spend_sat"], 400_000);
+    let decisions = done["decisions"].as_array().unwrap();
+    assert!(
+        decisions
+            .iter()
+            .filter(|d| d["decision"] == "allow")
+            .count()
+            >= 2,
+        "{done}"
+    );
+    // Every node ends up with the signed request.
+    for node in 0..N {
+        let b = wait_state(&ops, node, &id, &["signed"]).await;
+        assert_eq!(b["tx_hex"], done["tx_hex"]);
+    }
+    // A resubmission returns the existing request.
+    let (status, again) = submit(&wallet, 1, &key, &psbt).await;
+    assert_eq!((status, again["existing"].clone()), (202, json!(true)));
+    assert_eq!(again["request_id"], id.as_str());
+    // Another submitter does not see it; the auditor does.
+    let r = ops
+        .get_at(0, "/v1/sign-requests?state=signed")
+        .await
+        .unwrap();
+    assert!(
+        r.body["sign_requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["request_id"] == id.as_str())
+    );
+
+    // ---- 2. the dev policy: large needs one approval; denylisted is rejected ----------------------
+    let (large, large_spent) = build_psbt(
+        &key,
+        &[(4, 3_000_000)],
+        &[
+            Out::To(foreign_address(), 2_000_000),
+            Out::Change(3, 999_000),
+        ],
+    );
+    let (status, body) = submit(&wallet, 1, &key, &large).await;
+    assert_eq!(status, 202, "{body}");
+    let large_id = body["request_id"].as_str().unwrap().to_owned();
+    let waiting = wait_state(&wallet, 1, &large_id, &["awaiting_approvals"]).await;
+    assert_eq!(waiting["needs"]["group"], "treasurers", "{waiting}");
+    let digest = waiting["digest"].as_str().unwrap().to_owned();
+    // Refused approvals: a signature by a key the policy does not list for that name, an
+    // unknown approver, and a client without the approver role.
+    let path = format!("/v1/sign-requests/{large_id}/approvals");
+    let r = approver
+        .post_at(
+            1,
+            &path,
+            &json!({"approver": "dev-approver-1", "signature": approval(&digest, 3)}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.problem().unwrap().0.as_str()),
+        (403, "approval-refused"),
+        "{}",
+        r.body
+    );
+    let r = approver
+        .post_at(
+            1,
+            &path,
+            &json!({"approver": "mallory", "signature": approval(&digest, 1)}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = wallet
+        .post_at(
+            1,
+            &path,
+            &json!({"approver": "dev-approver-1", "signature": approval(&digest, 1)}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403, "a submitter cannot approve: {}", r.body);
+    let still = wallet
+        .get_at(1, &format!("/v1/sign-requests/{large_id}"))
+        .await
+        .unwrap();
+    assert_eq!(still.body["state"], "awaiting_approvals");
+    assert!(still.body["approvals"].as_array().unwrap().is_empty());
+    // The real approval, through another node.
+    let r = approver
+        .post_at(
+            2,
+            &path,
+            &json!({"approver": "dev-approver-1", "signature": approval(&digest, 1)}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let done = wait_state(&wallet, 1, &large_id, &["signed"]).await;
+    check_signed(&done, &large_spent);
+    assert_eq!(done["approvals"][0]["approver"], "dev-approver-1");
+
+    // Denylisted destination: rejected with the rule named, no presignature touched.
+    wait_pools(&ops, 2).await;
+    let before = presignature_states(&cluster).await;
+    let (denied, _) = build_psbt(
+        &key,
+        &[(5, 60_000)],
+        &[
+            Out::To(
+                Address::from_str(DENYLISTED).unwrap().assume_checked(),
+                50_000,
+            ),
+            Out::Change(4, 9_000),
+        ],
+    );
+    let (status, body) = submit(&wallet, 2, &key, &denied).await;
+    assert_eq!(status, 202, "{body}");
+    let denied_id = body["request_id"].as_str().unwrap().to_owned();
+    let rejected = wait_state(&wallet, 2, &denied_id, &["rejected"]).await;
+    assert!(
+        rejected["error"]
+            .as_str()
+            .unwrap()
+            .contains("denylisted-destination"),
+        "{rejected}"
+    );
+    for d in rejected["decisions"].as_array().unwrap() {
+        assert_eq!(d["decision"], "deny", "{rejected}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = presignature_states(&cluster).await;
+    for (id, state) in &before {
+        assert_eq!(
+            after.get(id),
+            Some(state),
+            "a denied request changed a presignature"
+        );
+    }
+    assert!(
+        !after.values().any(|(_, req)| req.starts_with(&denied_id)),
+        "a presignature was reserved for the denied request"
+    );
+
+    // ---- 3. a stricter node votes deny and never signs; the others still sign ---------------------
+    cluster.set_node_policy(2, STRICT_POLICY).unwrap();
+    tokio::task::block_in_place(|| {
+        cluster.stop_node(2).unwrap();
+        cluster.start_node(2).unwrap();
+    });
+    eventually("node-3 back", Duration::from_secs(60), || async {
+        let r = ops.get_at(2, "/v1/policy").await.ok()?;
+        (r.body["policy"]["id"] == "strict").then_some(r.body)
+    })
+    .await;
+    wait_pools(&ops, 2).await;
+    let (medium, medium_spent) = build_psbt(
+        &key,
+        &[(6, 400_000)],
+        &[Out::To(foreign_address(), 300_000), Out::Change(5, 99_000)],
+    );
+    // Submitted to the stricter node itself: it hands the signing to a node that allowed it.
+    let (status, body) = submit(&wallet, 2, &key, &medium).await;
+    assert_eq!(status, 202, "{body}");
+    let medium_id = body["request_id"].as_str().unwrap().to_owned();
+    let done = wait_state(&wallet, 2, &medium_id, &["signed"]).await;
+    check_signed(&done, &medium_spent);
+    let node3 = done["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["node_id"] == "node-3")
+        .cloned()
+        .unwrap();
+    assert_eq!(node3["decision"], "deny", "{done}");
+    let rows = db_rows(
+        &cluster.database_url(2),
+        &format!("SELECT count(*) FROM presignatures WHERE request_id LIKE '{medium_id}%'"),
+    )
+    .await;
+    assert_eq!(
+        rows[0].get::<_, i64>(0),
+        0,
+        "node-3 reserved or consumed a presignature"
+    );
+    let rows = db_rows(
+        &cluster.database_url(0),
+        &format!("SELECT signers FROM signatures WHERE request_id = '{medium_id}'"),
+    )
+    .await
+    .into_iter()
+    .chain(
+        db_rows(
+            &cluster.database_url(1),
+            &format!("SELECT signers FROM signatures WHERE request_id = '{medium_id}'"),
+        )
+        .await,
+    )
+    .map(|r| r.get::<_, String>(0))
+    .collect::<Vec<_>>();
+    assert_eq!(rows, vec!["node-1,node-2".to_owned()], "signer set");
+
+    // ---- a flood from one client gets 429s while another client's request is signed --------------
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..150 {
+        let wallet = wallet.clone();
+        flood.spawn(async move {
+            wallet
+                .get_at(0, "/v1/sign-requests?limit=1")
+                .await
+                .unwrap()
+                .status
+        });
+    }
+    let statuses: Vec<u16> = flood.join_all().await;
+    assert!(statuses.contains(&429), "no 429 in a flood: {statuses:?}");
+    let (small, small_spent) = build_psbt(
+        &key,
+        &[(8, 70_000)],
+        &[Out::To(foreign_address(), 60_000), Out::Change(6, 9_000)],
+    );
+    let (status, body) = submit(&ops, 0, &key, &small).await;
+    assert_eq!(status, 202, "{body}");
+    let done = wait_state(&ops, 0, body["request_id"].as_str().unwrap(), &["signed"]).await;
+    check_signed(&done, &small_spent);
+}
