@@ -459,7 +459,8 @@ impl Engine {
             self.notify(request_id);
         }
         self.cache_parsed(request_id, parsed.clone());
-        self.cast_vote(&record, &parsed).await
+        // A request this node has just stored has no vote and no approvals yet.
+        self.cast_vote(&record, &parsed, created).await
     }
 
     /// Evaluates the request against this node's policy and returns this node's vote: the
@@ -468,14 +469,18 @@ impl Engine {
         &self,
         record: &SignRequestRecord,
         parsed: &SignRequest,
+        fresh: bool,
     ) -> Result<SignedVote, EngineError> {
         let request_id = record.request_id.as_str();
-        let stored = self
-            .store
-            .votes(request_id)
-            .await?
-            .into_iter()
-            .find(|v| v.node_id == self.me);
+        let stored = if fresh {
+            None
+        } else {
+            self.store
+                .votes(request_id)
+                .await?
+                .into_iter()
+                .find(|v| v.node_id == self.me)
+        };
         let stored_vote = match &stored {
             Some(v) => Some(SignedVote::from_parts(
                 serde_json::from_slice::<Vote>(&v.signed_vote)
@@ -491,7 +496,7 @@ impl Engine {
             }
         }
         let digest = parsed.digest().to_bytes();
-        let (decision, policy_hash) = self.evaluate(record, parsed, digest).await?;
+        let (decision, policy_hash) = self.evaluate(record, parsed, digest, fresh).await?;
         let reasons = vec![decision.to_string()];
         if let Some(v) = &stored_vote {
             if v.unverified_vote().reasons == reasons {
@@ -547,6 +552,7 @@ impl Engine {
         record: &SignRequestRecord,
         parsed: &SignRequest,
         digest: [u8; 32],
+        fresh: bool,
     ) -> Result<(Decision, [u8; 32]), EngineError> {
         let Some(policy) = self.policy() else {
             return Ok((
@@ -586,7 +592,12 @@ impl Engine {
             None => Vec::new(),
         };
         let mut approvals = Vec::new();
-        for a in self.store.approvals(&record.request_id).await? {
+        let stored = if fresh {
+            Vec::new()
+        } else {
+            self.store.approvals(&record.request_id).await?
+        };
+        for a in stored {
             match strongroom_policies::verify_approval(policy, &a.approver, &digest, &a.signature) {
                 Ok(v) => approvals.push(v),
                 Err(e) => {
@@ -619,7 +630,7 @@ impl Engine {
     pub(crate) async fn needs(&self, record: &SignRequestRecord) -> Option<Value> {
         let (_, parsed) = self.parsed_request(&record.request_id).await.ok()?;
         let digest = parsed.digest().to_bytes();
-        match self.evaluate(record, &parsed, digest).await.ok()?.0 {
+        match self.evaluate(record, &parsed, digest, false).await.ok()?.0 {
             Decision::NeedsApprovals {
                 group,
                 required,
@@ -650,16 +661,23 @@ impl Engine {
             .as_slice()
             .try_into()
             .map_err(|_| EngineError::refused("internal", "stored digest is not 32 bytes"))?;
+        // This node's own vote is stored when it is cast; the others are verified here.
+        let mut verified = Vec::new();
         for signed in votes {
+            if signed.unverified_vote().node_id == self.me {
+                continue;
+            }
             match self.check_vote(signed, request_id, digest) {
-                Ok(_) => {
-                    if let Err(e) = self.store_vote(signed).await {
-                        tracing::warn!(request_id, voter = %signed.unverified_vote().node_id, error = %e, "vote not stored");
-                    }
-                }
+                Ok(_) => verified.push(signed),
                 Err(e) => {
                     tracing::warn!(request_id, error = %e, "vote rejected");
                 }
+            }
+        }
+        let stored = futures::future::join_all(verified.iter().map(|v| self.store_vote(v))).await;
+        for (signed, result) in verified.iter().zip(stored) {
+            if let Err(e) = result {
+                tracing::warn!(request_id, voter = %signed.unverified_vote().node_id, error = %e, "vote not stored");
             }
         }
         self.settle(&record).await
@@ -730,7 +748,7 @@ impl Engine {
             .inspect_err(|e| {
                 tracing::warn!(request_id, approver, via = from, error = %e, "approval refused");
             })?;
-        self.cast_vote(&record, &parsed).await
+        self.cast_vote(&record, &parsed, false).await
     }
 
     /// Verifies an approval against this node's policy and stores it.
@@ -999,7 +1017,11 @@ async fn sign_approved(engine: &Arc<Engine>, request_id: &str) {
 }
 
 async fn sign_inner(engine: &Arc<Engine>, request_id: &str) -> Result<(), EngineError> {
-    let (record, parsed) = engine.parsed_request(request_id).await?;
+    let cached = lock(&engine.requests.parsed).get(request_id).cloned();
+    let parsed = match cached {
+        Some(parsed) => parsed,
+        None => engine.parsed_request(request_id).await?.1,
+    };
     let votes = engine.store.votes(request_id).await?;
     let allowing: Vec<u16> = engine
         .members()
@@ -1046,7 +1068,7 @@ async fn sign_inner(engine: &Arc<Engine>, request_id: &str) -> Result<(), Engine
     }
     engine.notify(request_id);
     let started = std::time::Instant::now();
-    let key_id = record.key_id.as_str();
+    let key_id = parsed.analysis().key_id.as_str();
     let tasks = parsed.inputs_to_sign().iter().map(|input| {
         let target = SignTarget::Input {
             input_index: u32::try_from(input.input_index).unwrap_or(u32::MAX),

@@ -321,7 +321,7 @@ pub(crate) fn sign(signatures: usize, out: &Output) -> anyhow::Result<()> {
             format!(
                 "online signing from a warm pool, 2-of-3, {signatures} signatures through node-1\n  \
                  online step (reserve, partials with durable consumption, checks, combine, verify, record): p50 {sp50:.2} ms, p99 {sp99:.2} ms\n  \
-                 client round trip (HTTPS with mTLS, new connection each):                             p50 {cp50:.2} ms, p99 {cp99:.2} ms\n"
+                 client round trip (HTTPS with mTLS, kept connections):                                 p50 {cp50:.2} ms, p99 {cp99:.2} ms\n"
             )
         },
     );
@@ -478,7 +478,7 @@ pub(crate) fn e2e(
             let mut s = String::new();
             let _ = writeln!(s, "policy-gated PSBT signing, 2-of-3, dev policy, warm pools, one input per PSBT");
             let _ = writeln!(s, "  one at a time ({requests} requests, round robin over the nodes):");
-            let _ = writeln!(s, "    submission to signed PSBT (client, HTTPS with mTLS, new connection each): p50 {cp50:.1} ms, p99 {cp99:.1} ms (goal: p50 <= 25, p99 <= 100)");
+            let _ = writeln!(s, "    submission to signed PSBT (client, HTTPS with mTLS, kept connections):     p50 {cp50:.1} ms, p99 {cp99:.1} ms (goal: p50 <= 25, p99 <= 100)");
             let _ = writeln!(s, "    request stored to signed (node):                                         p50 {sp50:.1} ms, p99 {sp99:.1} ms");
             let _ = writeln!(s, "  {concurrency} at once ({throughput_requests} requests): {rate:.1} signed requests/s (goal: >= 50), latency p50 {lp50:.1} ms, p99 {lp99:.1} ms");
             s
