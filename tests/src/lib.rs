@@ -5,3 +5,5 @@
 //! module at its own SoftHSM configuration.
 
 pub use strongroom_devenv::{cluster, etcd, ports, postgres, process, softhsm};
+
+pub mod support;

@@ -16,40 +16,11 @@ use bitcoin::bip32::{DerivationPath, Xpub};
 use bitcoin::secp256k1::{Message, Secp256k1, ecdsa};
 use rand::Rng;
 use serde_json::{Value, json};
-use strongroom_client::{ApiClient, ClientConfig};
+use strongroom_client::ApiClient;
 use strongroom_tests::cluster::{ClusterOptions, TestCluster};
+use strongroom_tests::support::{api_client, db_rows, eventually};
 
 const N: usize = 3;
-
-fn client(cluster: &TestCluster) -> ApiClient {
-    ApiClient::new(ClientConfig {
-        urls: cluster.api_urls(),
-        ca_cert: cluster.ca_cert(),
-        client_cert: cluster.client_cert(),
-        client_key: cluster.client_key(),
-        cluster_id: None,
-        timeout: Duration::from_secs(90),
-    })
-    .unwrap()
-}
-
-async fn eventually<F, Fut>(what: &str, limit: Duration, mut f: F) -> Value
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<Value>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
 
 /// A signature from the dev digest endpoint, verified with the bitcoin crate alone: the child
 /// key is derived from the xpub, never taken from the node's answer.
@@ -107,17 +78,6 @@ async fn sign_pooled(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-async fn db_rows(url: &str, sql: &str) -> Vec<tokio_postgres::Row> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let task = tokio::spawn(conn);
-    let rows = client.query(sql, &[]).await.unwrap();
-    drop(client);
-    let _ = task.await;
-    rows
 }
 
 /// The invariants, read from every node's database: a presignature id serves one request on
@@ -207,7 +167,7 @@ async fn three_nodes_generate_fill_sign_survive_crashes_and_name_a_cheater() {
         })
     })
     .unwrap();
-    let api = client(&cluster);
+    let api = api_client(&cluster, None);
 
     // ---- the cluster is up: members, a leader, connections --------------------------------
     let state = eventually(

@@ -24,8 +24,9 @@ use ed25519_dalek::Signer as _;
 use rand::RngCore;
 use serde_json::{Value, json};
 use sha2::Digest as _;
-use strongroom_client::{ApiClient, ClientConfig};
+use strongroom_client::ApiClient;
 use strongroom_tests::cluster::{ClusterOptions, TestCluster};
+use strongroom_tests::support::{api_client, db_rows, eventually};
 
 const N: usize = 3;
 const DENYLISTED: &str = "bcrt1qsfyza8dnx9dhudwpg5pxq5q4k9e7kug3ys8qcf";
@@ -40,51 +41,6 @@ name = "tiny-spend"
 action = "allow"
 when.amount_sat = { max = 100_000 }
 "#;
-
-fn client_for(cluster: &TestCluster, name: Option<&str>) -> ApiClient {
-    let (cert, key) = match name {
-        None => (cluster.client_cert(), cluster.client_key()),
-        Some(n) => (cluster.client_cert_of(n), cluster.client_key_of(n)),
-    };
-    ApiClient::new(ClientConfig {
-        urls: cluster.api_urls(),
-        ca_cert: cluster.ca_cert(),
-        client_cert: cert,
-        client_key: key,
-        cluster_id: None,
-        timeout: Duration::from_secs(90),
-    })
-    .unwrap()
-}
-
-async fn eventually<F, Fut>(what: &str, limit: Duration, mut f: F) -> Value
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<Value>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-async fn db_rows(url: &str, sql: &str) -> Vec<tokio_postgres::Row> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let task = tokio::spawn(conn);
-    let rows = client.query(sql, &[]).await.unwrap();
-    drop(client);
-    let _ = task.await;
-    rows
-}
 
 /// Every presignature's state on every node: (node, presig id) → (state, request id).
 async fn presignature_states(cluster: &TestCluster) -> HashMap<(usize, Vec<u8>), (String, String)> {
@@ -309,9 +265,9 @@ async fn psbts_are_signed_under_every_nodes_policy() {
         })
     })
     .unwrap();
-    let ops = client_for(&cluster, None);
-    let wallet = client_for(&cluster, Some("wallet"));
-    let approver = client_for(&cluster, Some("approver-app"));
+    let ops = api_client(&cluster, None);
+    let wallet = api_client(&cluster, Some("wallet"));
+    let approver = api_client(&cluster, Some("approver-app"));
 
     // ---- a key and full pools ------------------------------------------------------------------
     eventually("a leader", Duration::from_secs(60), || async {

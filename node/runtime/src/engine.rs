@@ -1376,6 +1376,14 @@ impl Engine {
     pub(crate) fn parties(&self) -> Vec<u16> {
         self.all_parties()
     }
+
+    /// Every party index but this node's.
+    pub(crate) fn other_parties(&self) -> Vec<u16> {
+        self.all_parties()
+            .into_iter()
+            .filter(|i| *i != self.my_index)
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -908,8 +908,7 @@ async fn share_votes(
     votes: Vec<SignedVote>,
 ) -> Result<(), EngineError> {
     let timeout = Duration::from_secs(engine.cfg.signing.timeout_secs);
-    let me = engine.my_index;
-    let others: Vec<u16> = engine.parties().into_iter().filter(|i| *i != me).collect();
+    let others = engine.other_parties();
     let started = std::time::Instant::now();
     let own = engine.receive_votes(request_id, &votes).await?;
     tracing::debug!(
@@ -1001,11 +1000,7 @@ async fn sign_approved(engine: &Arc<Engine>, request_id: &str) {
             if let Err(db) = engine.receive_failure(request_id, &error).await {
                 tracing::error!(request_id, error = %db, "cannot record the failure");
             }
-            let others: Vec<u16> = engine
-                .parties()
-                .into_iter()
-                .filter(|i| *i != engine.my_index)
-                .collect();
+            let others = engine.other_parties();
             let _ = engine
                 .call_all(&others, Duration::from_secs(5), |_| Request::Failed {
                     request_id: request_id.to_owned(),
@@ -1125,11 +1120,7 @@ async fn sign_inner(engine: &Arc<Engine>, request_id: &str) -> Result<(), Engine
         sign_ms = started.elapsed().as_secs_f64() * 1000.0,
         "request signed"
     );
-    let others: Vec<u16> = engine
-        .parties()
-        .into_iter()
-        .filter(|i| *i != engine.my_index)
-        .collect();
+    let others = engine.other_parties();
     let timeout = Duration::from_secs(engine.cfg.signing.timeout_secs);
     let engine = engine.clone();
     let request_id = request_id.to_owned();

@@ -303,14 +303,8 @@ pub(crate) fn sign(signatures: usize, out: &Output) -> anyhow::Result<()> {
         anyhow::Ok((server, client))
     })?;
     drop(b);
-    let pct = |v: &[f64], p: f64| -> f64 {
-        let mut s = v.to_vec();
-        s.sort_by(f64::total_cmp);
-        let i = ((s.len() as f64 - 1.0) * p).round() as usize;
-        s[i.min(s.len() - 1)]
-    };
-    let (sp50, sp99) = (pct(&server, 0.5), pct(&server, 0.99));
-    let (cp50, cp99) = (pct(&client, 0.5), pct(&client, 0.99));
+    let (sp50, sp99) = (percentile(&server, 0.5), percentile(&server, 0.99));
+    let (cp50, cp99) = (percentile(&client, 0.5), percentile(&client, 0.99));
     out.report(
         json!({
             "benchmark": "sign", "signatures": signatures,
