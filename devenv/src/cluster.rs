@@ -16,6 +16,11 @@
 //!   `[policy] file`): [`ClusterOptions::policy`], the dev policy by default, or the node's own
 //!   from [`ClusterOptions::node_policies`]; [`TestCluster::set_node_policy`] rewrites it for
 //!   the node's next start;
+//! - a firmware profile per node (`<dir>/config/node-<i>-firmware-profile.toml`, named by the
+//!   node's `[attestation] profile`): `firmware-profile/dev.toml` ([`DEV_FIRMWARE_PROFILE`]),
+//!   so every node checks its peers' attestation evidence;
+//!   [`TestCluster::set_node_firmware_profile`] rewrites it (a running node re-reads it at its
+//!   next re-check);
 //! - the processes, `strongroom node run --config <file>`, with stdout and stderr in
 //!   `<dir>/logs/node-<i>.stderr.log`; a restarted node writes `node-<i>.2.stderr.log`, then
 //!   `.3.` and so on, so no earlier output is lost.
@@ -73,6 +78,9 @@ pub const CLIENT_ROLES: [&str; 4] = ["admin", "submitter", "auditor", "approver"
 /// The policy every node runs by default ([`ClusterOptions::policy`]):
 /// `policies/examples/dev.toml`, whose approvers are the well-known dev approver keys.
 pub const DEV_POLICY: &str = include_str!("../../policies/examples/dev.toml");
+/// The firmware profile every node runs: `firmware-profile/dev.toml` (SoftHSM 2.6, any
+/// binary, no TPM).
+pub const DEV_FIRMWARE_PROFILE: &str = include_str!("../../firmware-profile/dev.toml");
 /// The state file of a persistent cluster, in its directory: what [`TestCluster::open_in`]
 /// needs to start it again.
 pub const STATE_FILE: &str = "state.toml";
@@ -246,6 +254,10 @@ struct Node {
     config_path: PathBuf,
     /// The policy file its `[policy] file` names.
     policy_path: PathBuf,
+    /// The firmware profile its `[attestation] profile` names.
+    profile_path: PathBuf,
+    /// The binary it runs, when not the cluster's ([`TestCluster::set_node_binary`]).
+    binary: Option<PathBuf>,
     pin_file: PathBuf,
     database_url: String,
     /// Working directory of the process.
@@ -459,6 +471,8 @@ impl TestCluster {
             .map(|(i, n)| Node {
                 config_path: root.join("config").join(format!("{}.toml", n.id)),
                 policy_path: policy_path_in(&root, &n.id),
+                profile_path: profile_path_in(&root, &n.id),
+                binary: None,
                 pin_file: root.join("pins").join(format!("{}.pin", n.id)),
                 work_dir: root.join("run").join(&n.id),
                 softhsm_conf: Some(node_hsm_dir(&root, &n.id).join("softhsm2.conf")),
@@ -580,6 +594,8 @@ impl TestCluster {
             nodes.push(Node {
                 config_path: root.join("config").join(format!("{id}.toml")),
                 policy_path: policy_path_in(&root, &id),
+                profile_path: profile_path_in(&root, &id),
+                binary: None,
                 id,
                 number,
                 transport_port: 0,
@@ -753,6 +769,36 @@ impl TestCluster {
         if self.persistent {
             self.write_state()?;
         }
+        Ok(())
+    }
+
+    /// The firmware profile of node `node` (0-based),
+    /// `<dir>/config/<node-id>-firmware-profile.toml`, which its `[attestation] profile` names.
+    pub fn firmware_profile_path(&self, node: usize) -> PathBuf {
+        self.nodes[node].profile_path.clone()
+    }
+
+    /// Gives node `node` (0-based) the firmware profile `text` (TOML, not checked here): a
+    /// node reads it when it starts, and a running node at its next attestation re-check
+    /// (`[attestation] recheck_secs`).
+    pub fn set_node_firmware_profile(
+        &mut self,
+        node: usize,
+        text: &str,
+    ) -> Result<(), HarnessError> {
+        self.check_index(node)?;
+        write_policy(&self.nodes[node].profile_path, text)
+    }
+
+    /// Runs node `node` (0-based) with `binary` from its next start on (`None`: the cluster's
+    /// binary again), e.g. a copy whose digest a firmware profile does not list.
+    pub fn set_node_binary(
+        &mut self,
+        node: usize,
+        binary: Option<PathBuf>,
+    ) -> Result<(), HarnessError> {
+        self.check_index(node)?;
+        self.nodes[node].binary = binary;
         Ok(())
     }
 
@@ -956,6 +1002,9 @@ impl TestCluster {
         for index in 0..self.nodes.len() {
             let node = &self.nodes[index];
             write_policy(&node.policy_path, self.options.policy_of(index))?;
+            if !node.profile_path.exists() {
+                write_policy(&node.profile_path, DEV_FIRMWARE_PROFILE)?;
+            }
             let text = toml::to_string(&self.node_config(index)).map_err(|e| {
                 HarnessError::Unexpected(format!("cannot serialize the config of {}: {e}", node.id))
             })?;
@@ -982,6 +1031,14 @@ impl TestCluster {
                 write_policy(&node.policy_path, self.options.policy_of(index))?;
             }
             add_policy_section(&node.config_path, &node.policy_path)?;
+            if !node.profile_path.exists() {
+                write_policy(&node.profile_path, DEV_FIRMWARE_PROFILE)?;
+            }
+            add_section(
+                &node.config_path,
+                "attestation",
+                attestation_section(&node.profile_path),
+            )?;
         }
         Ok(())
     }
@@ -1119,6 +1176,7 @@ impl TestCluster {
                 ]),
             ),
             ("policy", self.policy_section(node)),
+            ("attestation", attestation_section(&node.profile_path)),
             (
                 "dev",
                 section([
@@ -1137,8 +1195,8 @@ impl TestCluster {
 
     /// Spawns node `index` (its next incarnation) without waiting for it.
     fn spawn(&mut self, index: usize, env: &[(String, String)]) -> Result<(), HarnessError> {
-        let mut command = Command::new(&self.node_binary);
         let node = &self.nodes[index];
+        let mut command = Command::new(node.binary.as_ref().unwrap_or(&self.node_binary));
         command
             .args(["node", "run", "--config"])
             .arg(&node.config_path)
@@ -1678,19 +1736,30 @@ fn policy_section(policy: &Path) -> Value {
     section([("file", path_value(policy))])
 }
 
+/// The `[attestation]` section naming the firmware profile `profile`.
+fn attestation_section(profile: &Path) -> Value {
+    section([("profile", path_value(profile))])
+}
+
 /// Appends `[policy] file = <policy>` to the configuration file `config` unless it has a
 /// `[policy]` section already; returns whether it did.
 fn add_policy_section(config: &Path, policy: &Path) -> Result<bool, HarnessError> {
+    add_section(config, "policy", policy_section(policy))
+}
+
+/// Appends the section `[name]` with `value` to the configuration file `config` unless it has
+/// that section already; returns whether it did.
+fn add_section(config: &Path, name: &str, value: Value) -> Result<bool, HarnessError> {
     let text = fs::read_to_string(config)
         .map_err(|e| HarnessError::io(format!("cannot read {}", config.display()), e))?;
     let parsed: Table = text
         .parse()
         .map_err(|e| HarnessError::Unexpected(format!("{}: {e}", config.display())))?;
-    if parsed.contains_key("policy") {
+    if parsed.contains_key(name) {
         return Ok(false);
     }
-    let section = toml::to_string(&table([("policy", policy_section(policy))])).map_err(|e| {
-        HarnessError::Unexpected(format!("cannot serialize the [policy] section: {e}"))
+    let section = toml::to_string(&table([(name, value)])).map_err(|e| {
+        HarnessError::Unexpected(format!("cannot serialize the [{name}] section: {e}"))
     })?;
     let separator = if text.is_empty() || text.ends_with("\n\n") {
         ""
@@ -1707,6 +1776,12 @@ fn add_policy_section(config: &Path, policy: &Path) -> Result<bool, HarnessError
 /// Where node `id`'s policy file lives: `<root>/config/<id>-policy.toml`.
 fn policy_path_in(root: &Path, id: &str) -> PathBuf {
     root.join("config").join(format!("{id}-policy.toml"))
+}
+
+/// Where node `id`'s firmware profile lives: `<root>/config/<id>-firmware-profile.toml`.
+fn profile_path_in(root: &Path, id: &str) -> PathBuf {
+    root.join("config")
+        .join(format!("{id}-firmware-profile.toml"))
 }
 
 /// Writes a policy file (through a temporary file, so a node starting meanwhile reads the old

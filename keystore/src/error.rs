@@ -109,6 +109,14 @@ pub enum Error {
         /// How many objects matched.
         count: usize,
     },
+    /// The token answered an HMAC of the wrong length.
+    #[error("token '{token}' answered an HMAC-SHA256 of {len} bytes, not 32")]
+    BadHmacLength {
+        /// Token label.
+        token: String,
+        /// The length it answered.
+        len: usize,
+    },
     /// A KEK version that the token does not hold was named.
     #[error("token '{token}' holds no KEK version {version}")]
     UnknownKek {

@@ -38,6 +38,7 @@
 //! schedule, buffers inside the PKCS#11 module, and pages swapped to disk are beyond reach;
 //! run with swap off or encrypted, and core dumps disabled.
 
+mod audit_key;
 mod blob;
 mod config;
 mod error;
@@ -47,6 +48,7 @@ mod seal;
 mod secret;
 mod token;
 
+pub use audit_key::AUDIT_KEY_LABEL;
 pub use blob::{
     BlobError, DATA_KEY_LEN, FORMAT_VERSION, Header, MAGIC, MAX_KEK_LABEL_LEN, MAX_NAME_LEN,
     MAX_OBJECT_ID_LEN, MAX_PAYLOAD_LEN, NONCE_LEN, ObjectKind, ProtectedKey, SealedBlob, Suite,

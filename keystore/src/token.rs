@@ -121,11 +121,19 @@ impl Keks {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    module: Module,
+    pub(crate) module: Module,
     info: TokenInfo,
     pub(crate) session: Mutex<Session>,
     keks: RwLock<Keks>,
     identity: identity::Handles,
+    slot: Slot,
+    pub(crate) audit_key: Mutex<Option<ObjectHandle>>,
+}
+
+impl Inner {
+    pub(crate) fn info_slot(&self) -> Slot {
+        self.slot
+    }
 }
 
 /// A logged-in token holding a provisioned KEK and identity key.
@@ -433,6 +441,8 @@ impl Token {
                 session: Mutex::new(conn.session),
                 keks: RwLock::new(Keks { handles }),
                 identity,
+                slot: conn.slot,
+                audit_key: Mutex::new(None),
             }),
         })
     }
@@ -458,7 +468,7 @@ impl Token {
     }
 
     /// Runs `f` with the session while holding the module's object-creation lock.
-    fn with_objects_locked<T>(
+    pub(crate) fn with_objects_locked<T>(
         &self,
         f: impl FnOnce(&Session) -> Result<T, Error>,
     ) -> Result<T, Error> {

@@ -37,6 +37,29 @@ fn provisioned(label: &str) -> (SoftHsm, TestToken, Token) {
 }
 
 #[test]
+fn audit_hmac_key_lives_in_the_token_and_is_stable() {
+    let hsm = SoftHsm::new().unwrap();
+    let t = hsm.init_token("node-1").unwrap();
+    let t2 = hsm.init_token("node-2").unwrap();
+    let (token, _) = Token::provision(&t.config()).unwrap();
+    let a = token.audit_hmac(b"message").unwrap();
+    assert_eq!(a, token.audit_hmac(b"message").unwrap());
+    assert_ne!(a, token.audit_hmac(b"messagf").unwrap());
+    // Another handle (another process would be the same) finds the same key, not a new one.
+    let again = Token::open(&t.config()).unwrap();
+    again.ensure_audit_key().unwrap();
+    assert_eq!(again.audit_hmac(b"message").unwrap(), a);
+    // Another token's key differs.
+    let (other, _) = Token::provision(&t2.config()).unwrap();
+    assert_ne!(other.audit_hmac(b"message").unwrap(), a);
+    // The token lists the mechanisms the firmware profile checks.
+    let mechanisms = token.mechanisms().unwrap();
+    for m in ["CKM_SHA256_HMAC", "CKM_AES_GCM", "CKM_ECDSA"] {
+        assert!(mechanisms.iter().any(|x| x == m), "{m} not in {mechanisms:?}");
+    }
+}
+
+#[test]
 fn round_trip_0_400_and_1mib() {
     let (_hsm, _t, token) = provisioned("node-1");
     for (i, len) in [0usize, 400, 1024 * 1024].into_iter().enumerate() {

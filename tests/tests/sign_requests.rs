@@ -260,6 +260,7 @@ async fn psbts_are_signed_under_every_nodes_policy() {
             extra_clients: vec![
                 ("wallet".into(), vec!["submitter".into()]),
                 ("approver-app".into(), vec!["approver".into()]),
+                ("auditor".into(), vec!["auditor".into()]),
             ],
             ..ClusterOptions::default()
         })
@@ -615,4 +616,194 @@ async fn psbts_are_signed_under_every_nodes_policy() {
     assert_eq!(status, 202, "{body}");
     let done = wait_state(&ops, 0, body["request_id"].as_str().unwrap(), &["signed"]).await;
     check_signed(&done, &small_spent);
+
+    // ---- every node's audit log exports as a bundle that verifies offline ------------------------
+    let mut recorded = std::collections::BTreeSet::new();
+    for node in 0..N {
+        recorded.extend(audit_bundle_verifies_and_tampering_is_named(
+            &cluster,
+            node,
+            &small.to_string(),
+        ));
+    }
+    assert!(recorded.contains("signature_completed"), "{recorded:?}");
+}
+
+/// Runs the `strongroom` CLI as the auditor client; returns (exit code, stdout JSON).
+fn strongroom_cli(cluster: &TestCluster, args: &[&str]) -> (i32, Value) {
+    let out = std::process::Command::new(strongroom_tests::process::strongroom_binary().unwrap())
+        .args(args)
+        .arg("--json")
+        .env("STRONGROOM_API_URLS", cluster.api_urls().join(","))
+        .env("STRONGROOM_CA_CERT", cluster.ca_cert())
+        .env("STRONGROOM_CLIENT_CERT", cluster.client_cert_of("auditor"))
+        .env("STRONGROOM_CLIENT_KEY", cluster.client_key_of("auditor"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "strongroom {args:?} printed no JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), json)
+}
+
+/// Exports node `node`'s audit log with `strongroom audit export`, checks what it recorded,
+/// verifies the bundle offline, then tampers with copies of it: a flipped byte, a deleted
+/// entry, two swapped entries and a replaced checkpoint signature each fail and are named.
+fn audit_bundle_verifies_and_tampering_is_named(
+    cluster: &TestCluster,
+    node: usize,
+    psbt: &str,
+) -> Vec<String> {
+    let dir = cluster.dir().join(format!("audit-node-{}", node + 1));
+    let bundle = dir.join("bundle");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (code, report) = strongroom_cli(
+        cluster,
+        &[
+            "audit",
+            "export",
+            "--out",
+            bundle.to_str().unwrap(),
+            "--node",
+            &node.to_string(),
+        ],
+    );
+    assert_eq!(code, 0, "export of node {}: {report}", node + 1);
+    assert_eq!(report["verification"]["ok"], true, "{report}");
+    let entries_text = std::fs::read_to_string(bundle.join("entries.jsonl")).unwrap();
+    let entries: Vec<Value> = entries_text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: std::collections::BTreeSet<&str> =
+        entries.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    for kind in [
+        "node_started",
+        "config_loaded",
+        "policy_loaded",
+        "sign_request_received",
+        "vote_cast",
+        "vote_received",
+        "request_state_changed",
+        "key_created",
+        "approval_accepted",
+        "presignature_reserved",
+        "presignature_consumed",
+        "partial_released",
+        "audit_exported",
+    ] {
+        assert!(kinds.contains(kind), "node {} recorded no {kind}: {kinds:?}", node + 1);
+    }
+    // The refused approvals were sent to node-2, which recorded them.
+    if node == 1 {
+        assert!(kinds.contains("approval_refused"), "{kinds:?}");
+    }
+    // Node-3 was restarted with another policy: its log shows both starts.
+    if node == 2 {
+        let starts = entries.iter().filter(|e| e["kind"] == "node_started").count();
+        assert!(starts >= 2, "node-3 restarted but recorded {starts} starts");
+    }
+    // The log never holds a PSBT in clear, only its HMAC.
+    assert!(!entries_text.contains(psbt), "a PSBT is in the audit log in clear");
+    let received = entries
+        .iter()
+        .find(|e| e["kind"] == "sign_request_received")
+        .unwrap();
+    assert!(received["hmacs"]["psbt"].is_string(), "{received}");
+
+    // Offline verification against the CA the operator trusts.
+    let ca = cluster.ca_cert();
+    let verify = |path: &std::path::Path| {
+        strongroom_cli(
+            cluster,
+            &["audit", "verify", path.to_str().unwrap(), "--ca", ca.to_str().unwrap()],
+        )
+    };
+    let (code, report) = verify(&bundle);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["entries"], entries.len(), "{report}");
+    assert!(report["checkpoints"].as_u64().unwrap() >= 1, "{report}");
+
+    let lines: Vec<&str> = entries_text.lines().collect();
+    let tampered = |name: &str, new_lines: Vec<String>| {
+        let copy = dir.join(name);
+        std::fs::create_dir_all(&copy).unwrap();
+        for file in std::fs::read_dir(&bundle).unwrap() {
+            let file = file.unwrap();
+            std::fs::copy(file.path(), copy.join(file.file_name())).unwrap();
+        }
+        let mut text = new_lines.join("\n");
+        text.push('\n');
+        std::fs::write(copy.join("entries.jsonl"), text).unwrap();
+        copy
+    };
+    let failure_of = |path: &std::path::Path| {
+        let (code, report) = verify(path);
+        assert_eq!(code, 1, "tampered bundle {} verified: {report}", path.display());
+        assert_eq!(report["ok"], false, "{report}");
+        report["failure"].clone()
+    };
+
+    // A flipped byte inside an entry's recorded time: that entry is named.
+    let victim = lines.len() / 2;
+    let mut flipped: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+    let entry: Value = serde_json::from_str(lines[victim]).unwrap();
+    let time = entry["time_unix_ms"].as_u64().unwrap();
+    flipped[victim] = lines[victim].replacen(
+        &format!("\"time_unix_ms\":{time}"),
+        &format!("\"time_unix_ms\":{}", time ^ 1),
+        1,
+    );
+    assert_ne!(flipped[victim], lines[victim]);
+    let failure = failure_of(&tampered("flipped", flipped));
+    assert_eq!(failure["seq"], entry["seq"], "{failure}");
+    assert_eq!(failure["code"], "hash_mismatch", "{failure}");
+
+    // A deleted entry: the gap is named.
+    let mut deleted: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+    let gone: Value = serde_json::from_str(&deleted.remove(victim)).unwrap();
+    let failure = failure_of(&tampered("deleted", deleted));
+    assert_eq!(failure["code"], "sequence_break", "{failure}");
+    assert!(
+        failure["reason"].as_str().unwrap().contains(&gone["seq"].to_string()),
+        "{failure}"
+    );
+
+    // Two entries swapped: named.
+    let mut swapped: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+    swapped.swap(victim, victim + 1);
+    let failure = failure_of(&tampered("swapped", swapped));
+    assert_eq!(failure["code"], "sequence_break", "{failure}");
+    assert_eq!(failure["line"], victim + 1, "{failure}");
+
+    // A checkpoint whose signature was replaced: named.
+    let copy = tampered("resigned", lines.iter().map(|l| (*l).to_owned()).collect());
+    let checkpoints = std::fs::read_to_string(copy.join("checkpoints.jsonl")).unwrap();
+    let mut cps: Vec<Value> = checkpoints
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = cps.last_mut().unwrap();
+    let sig = last["signature"].as_str().unwrap();
+    let forged: String = sig
+        .chars()
+        .rev()
+        .collect::<String>();
+    last["signature"] = Value::String(forged);
+    let forged_seq = last["seq"].clone();
+    let text: String = cps
+        .iter()
+        .map(|c| format!("{}\n", serde_json::to_string(c).unwrap()))
+        .collect();
+    std::fs::write(copy.join("checkpoints.jsonl"), text).unwrap();
+    let failure = failure_of(&copy);
+    assert_eq!(failure["code"], "checkpoint_signature", "{failure}");
+    assert_eq!(failure["seq"], forged_seq, "{failure}");
+    kinds.into_iter().map(str::to_owned).collect()
 }

@@ -368,3 +368,32 @@ async fn entries_read_back_verify_offline_as_a_bundle() {
     assert!(report.ok, "{report}");
     assert_eq!((report.first_seq, report.last_seq), (Some(5), Some(9)));
 }
+
+/// A store with an audit identity records its own state changes in the same transaction:
+/// a key that becomes ready, a failed key, and nothing for a change that did not happen.
+#[tokio::test]
+async fn the_stores_own_state_changes_are_recorded() {
+    use std::sync::Arc;
+    use strongroom_store::AuditIdentity;
+    let pg = Postgres::start().unwrap();
+    let s = store(&pg, 4).await.with_audit_identity(AuditIdentity {
+        node_id: NODE.into(),
+        key: Arc::new(SoftwareAuditKey::new([9; 32])),
+    });
+    assert!(s.insert_key("k1", "treasury", 2, &["node-1".into(), "node-2".into()]).await.unwrap());
+    s.mark_key_ready("k1", &[2; 33], &[3; 32], b"sealed").await.unwrap();
+    // Not generating any more: refused, and nothing recorded.
+    assert!(s.mark_key_ready("k1", &[2; 33], &[3; 32], b"sealed").await.is_err());
+    assert!(s.insert_key("k2", "ops", 2, &["node-1".into(), "node-2".into()]).await.unwrap());
+    s.mark_key_failed("k2", "interrupted").await.unwrap();
+    s.mark_key_failed("k2", "again").await.unwrap();
+
+    let entries = s.audit_entries(0, u64::MAX, 100).await.unwrap();
+    let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["key_created", "key_generation_failed"]);
+    assert_eq!(entries[0].fields["key_id"], "k1");
+    assert_eq!(entries[0].fields["threshold"], 2);
+    assert_eq!(entries[0].node_id, NODE);
+    assert_eq!(entries[1].fields["reason"], "interrupted");
+    verify_chain(&entries).unwrap();
+}

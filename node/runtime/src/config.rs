@@ -82,6 +82,12 @@ pub struct Config {
     /// `[policy]`.
     #[serde(default)]
     pub policy: PolicySection,
+    /// `[audit]`.
+    #[serde(default)]
+    pub audit: AuditSection,
+    /// `[attestation]`.
+    #[serde(default)]
+    pub attestation: AttestationSection,
     /// `[dev]`.
     #[serde(default)]
     pub dev: DevSection,
@@ -257,6 +263,35 @@ impl Default for SigningSection {
     }
 }
 
+/// `[audit]`: when the node signs a checkpoint of its audit log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// Sign a checkpoint after this many new entries (at least 1).
+    #[serde(default = "default_checkpoint_entries")]
+    pub checkpoint_every_entries: u64,
+    /// Sign a checkpoint of any new entries after this many seconds (at least 1).
+    #[serde(default = "default_checkpoint_secs")]
+    pub checkpoint_every_secs: u64,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            checkpoint_every_entries: default_checkpoint_entries(),
+            checkpoint_every_secs: default_checkpoint_secs(),
+        }
+    }
+}
+
+fn default_checkpoint_entries() -> u64 {
+    1000
+}
+
+fn default_checkpoint_secs() -> u64 {
+    60
+}
+
 /// `[policy]`.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -265,6 +300,29 @@ pub struct PolicySection {
     /// deny every signing request.
     #[serde(default)]
     pub file: Option<PathBuf>,
+}
+
+/// `[attestation]`: the firmware profile this node checks its own token and its peers'
+/// evidence against.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationSection {
+    /// The firmware profile (TOML, `firmware-profile/README.md`). Required outside dev mode;
+    /// in dev mode without one, peers are admitted on their certificate alone.
+    #[serde(default)]
+    pub profile: Option<PathBuf>,
+    /// Seconds between re-checks of every peer's evidence.
+    #[serde(default = "default_recheck")]
+    pub recheck_secs: u64,
+}
+
+impl Default for AttestationSection {
+    fn default() -> Self {
+        Self {
+            profile: None,
+            recheck_secs: default_recheck(),
+        }
+    }
 }
 
 /// `[dev]` (honoured only in dev mode).
@@ -314,6 +372,9 @@ fn default_true() -> bool {
 }
 fn default_sign_timeout() -> u64 {
     30
+}
+fn default_recheck() -> u64 {
+    60
 }
 
 /// The roles a client may have.
@@ -367,7 +428,10 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
-        if let Some(p) = &mut config.policy.file {
+        for p in [&mut config.policy.file, &mut config.attestation.profile]
+            .into_iter()
+            .flatten()
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -453,10 +517,29 @@ impl Config {
         if self.signing.max_in_flight == 0 {
             return Err(self.invalid("signing.max_in_flight", "must be at least 1"));
         }
+        if self.audit.checkpoint_every_entries == 0 {
+            return Err(self.invalid("audit.checkpoint_every_entries", "must be at least 1"));
+        }
+        if self.audit.checkpoint_every_secs == 0 {
+            return Err(self.invalid("audit.checkpoint_every_secs", "must be at least 1"));
+        }
         if self.signing.timeout_secs == 0 {
             return Err(self.invalid("signing.timeout_secs", "must be at least 1"));
         }
+        if self.attestation.recheck_secs == 0 || self.attestation.recheck_secs > 3600 {
+            return Err(self.invalid(
+                "attestation.recheck_secs",
+                "must be between 1 and 3600 seconds (and well below the profile's freshness.max_age_secs)",
+            ));
+        }
         if !self.node.dev_mode {
+            if self.attestation.profile.is_none() {
+                return Err(self.invalid(
+                    "attestation.profile",
+                    "a node outside dev mode needs a firmware profile: set it to the profile file, \
+                     e.g. profile = \"firmware-profile.toml\" (see firmware-profile/README.md)",
+                ));
+            }
             if self.primes.source == PrimesSource::DangerousDevFixture {
                 return Err(self.invalid(
                     "primes.source",
@@ -656,6 +739,25 @@ mod tests {
         .unwrap();
         assert!(ok.dev.dangerous_sign_digest_endpoint);
         assert_eq!(ok.primes.source, PrimesSource::DangerousDevFixture);
+    }
+
+    #[test]
+    fn a_profile_is_required_outside_dev_mode() {
+        let without = EXAMPLE.replace("profile = \"firmware-profile.toml\"", "");
+        let err = parse(&without, &[]).unwrap_err();
+        assert!(err.to_string().contains("attestation.profile"), "{err}");
+        let dev = parse(&without, &[("STRONGROOM__NODE__DEV_MODE", "true")]).unwrap();
+        assert!(dev.attestation.profile.is_none());
+        assert_eq!(dev.attestation.recheck_secs, 60);
+        let c = parse(EXAMPLE, &[("STRONGROOM__ATTESTATION__RECHECK_SECS", "5")]).unwrap();
+        assert_eq!(
+            c.attestation.profile.as_deref(),
+            Some(Path::new("/etc/strongroom/firmware-profile.toml"))
+        );
+        assert_eq!(c.attestation.recheck_secs, 5);
+        let err = parse(EXAMPLE, &[("STRONGROOM__ATTESTATION__RECHECK_SECS", "0")]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("attestation.recheck_secs"), "{text}");
     }
 
     #[test]

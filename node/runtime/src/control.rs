@@ -175,6 +175,9 @@ pub enum Request {
         /// Why.
         error: String,
     },
+    /// Send this node's attestation evidence, bound to the connection this request arrived on
+    /// (answered even before the asking peer is admitted; see [`crate::admission`]).
+    Attestation,
 }
 
 impl Request {
@@ -195,6 +198,7 @@ impl Request {
             Request::SignApproved { .. } => "sign_approved",
             Request::Finished { .. } => "finished",
             Request::Failed { .. } => "failed",
+            Request::Attestation => "attestation",
         }
     }
 }
@@ -238,6 +242,12 @@ pub enum Reply {
         r: String,
         /// s.
         s: String,
+    },
+    /// Answer to [`Request::Attestation`]: the encoded, signed evidence
+    /// (`strongroom_attest::Evidence::to_bytes`), hex.
+    Evidence {
+        /// The evidence, hex.
+        evidence: String,
     },
     /// The request failed.
     Error(RemoteError),
@@ -387,6 +397,7 @@ mod tests {
                 request_id: "r".into(),
                 error: "x".into(),
             },
+            Request::Attestation,
         ];
         for r in &requests {
             let back = round_trip(r);
@@ -425,6 +436,9 @@ mod tests {
             Reply::Signature {
                 r: "1".into(),
                 s: "2".into(),
+            },
+            Reply::Evidence {
+                evidence: "5352".into(),
             },
             Reply::Error(RemoteError {
                 kind: "protocol-failed".into(),

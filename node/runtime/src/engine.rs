@@ -157,11 +157,15 @@ pub struct Engine {
     pub(crate) metrics: EngineMetrics,
     pub(crate) network: strongroom_bitcoin::bitcoin::Network,
     pub(crate) requests: crate::requests::RequestsState,
+    /// This node's firmware profile and its peers' admission ([`crate::admission`]).
+    pub(crate) attestation: crate::admission::Attestation,
     primes: Mutex<PrimesStatus>,
     reservations: Mutex<HashMap<(String, Vec<u8>), Reservation>>,
     shares: Mutex<HashMap<String, Arc<SecretKeyShare>>>,
     public_keys: Mutex<HashMap<String, PublicKeyInfo>>,
     aux_running: AtomicBool,
+    /// When each client's audit export was last recorded.
+    pub(crate) audit_exports: Mutex<HashMap<String, Instant>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -249,6 +253,7 @@ impl Engine {
         metrics: EngineMetrics,
         network: strongroom_bitcoin::bitcoin::Network,
         requests: crate::requests::RequestsState,
+        attestation: crate::admission::Attestation,
     ) -> Result<Self, EngineError> {
         let members = cfg.members();
         let me = cfg.node.id.clone();
@@ -269,11 +274,13 @@ impl Engine {
             metrics,
             network,
             requests,
+            attestation,
             primes: Mutex::new(PrimesStatus::default()),
             reservations: Mutex::new(HashMap::new()),
             shares: Mutex::new(HashMap::new()),
             public_keys: Mutex::new(HashMap::new()),
             aux_running: AtomicBool::new(false),
+            audit_exports: Mutex::new(HashMap::new()),
         })
     }
 
@@ -510,6 +517,16 @@ impl Engine {
     /// Serves one request from a peer (or from this node's own coordinator).
     pub async fn handle(self: &Arc<Self>, from: &str, request: Request) -> Reply {
         let kind = request.kind();
+        // A peer that is not admitted takes part in nothing (crate::admission).
+        if from != self.me && !matches!(request, Request::Attestation) {
+            if let Err(e) = self
+                .ensure_admitted(from, crate::admission::ATTEST_TIMEOUT)
+                .await
+            {
+                tracing::warn!(from, request = kind, error = %e, "request from a peer that is not admitted refused");
+                return Reply::Error(RemoteError::new("peer-not-admitted", e.to_string()));
+            }
+        }
         let result = match request {
             Request::Status => self.status().await.map(Reply::Status),
             Request::AuxInfo { session_id } => {
@@ -621,6 +638,11 @@ impl Engine {
                 .receive_failure(&request_id, &error)
                 .await
                 .map(|()| Reply::Done),
+            // Answered where the request arrived, with that connection's channel binding.
+            Request::Attestation => Err(EngineError::refused(
+                "bad-request",
+                "attestation is answered by the transport's request loop",
+            )),
         };
         match result {
             Ok(reply) => reply,
@@ -656,6 +678,13 @@ impl Engine {
         protocol: ProtocolKind,
         parties: &[u16],
     ) -> Result<strongroom_transport::Session, EngineError> {
+        // Never a session with a peer this node has not admitted.
+        for &i in parties {
+            let peer = self.member(i)?;
+            self.ensure_admitted(peer, crate::admission::ATTEST_TIMEOUT)
+                .await
+                .map_err(|e| EngineError::refused("peer-not-admitted", e.to_string()))?;
+        }
         let spec = SessionSpec {
             id: SessionId::from_bytes(session),
             protocol,
@@ -1309,6 +1338,12 @@ impl Engine {
                 serde_json::to_vec(&request).map_err(|e| EngineError::Transport(e.to_string()))?;
             let peer =
                 NodeId::new(node.as_str()).map_err(|e| EngineError::Transport(e.to_string()))?;
+            self.ensure_admitted(&node, timeout)
+                .await
+                .map_err(|e| EngineError::Remote {
+                    node: node.clone(),
+                    error: e.to_remote(),
+                })?;
             let answer = self
                 .transport
                 .request(&peer, body, timeout)
@@ -1328,7 +1363,7 @@ impl Engine {
         }
     }
 
-    /// Whether member `index` is this node or currently connected.
+    /// Whether member `index` is this node, or connected and admitted.
     pub(crate) fn reachable(&self, index: u16) -> bool {
         if index == self.my_index {
             return true;
@@ -1340,6 +1375,7 @@ impl Engine {
             .peer_status()
             .iter()
             .any(|p| p.node.as_str() == node && p.connected)
+            && self.is_admitted(node)
     }
 
     /// Sends the request `make` builds for each of `parties` to all of them at once, and

@@ -8,10 +8,13 @@
 //! - [`leader`]: what the elected leader drives (aux info once per cluster, pool refills);
 //! - [`requests`]: policy-gated signing requests, from a client's PSBT to a signed PSBT;
 //! - [`signing`]: online signing from the pool, with the interactive fallback;
+//! - [`admission`]: the firmware profile, attestation evidence and which peers may take part;
 //! - [`control`]: the messages nodes exchange over the transport;
 //! - [`votes`]: signed policy votes and their verification against the voter's certificate;
 //! - [`config`]: the node configuration file.
 
+pub mod admission;
+pub mod audit;
 pub mod config;
 pub mod control;
 pub mod engine;

@@ -751,8 +751,32 @@ impl Engine {
         self.cast_vote(&record, &parsed, false).await
     }
 
-    /// Verifies an approval against this node's policy and stores it.
+    /// Verifies an approval against this node's policy and stores it; a refused approval is
+    /// recorded in the audit log.
     pub(crate) async fn accept_approval(
+        &self,
+        record: &SignRequestRecord,
+        approver: &str,
+        signature_hex: &str,
+    ) -> Result<bool, EngineError> {
+        let result = self
+            .accept_approval_inner(record, approver, signature_hex)
+            .await;
+        if let Err(EngineError::Refused { kind, detail }) = &result {
+            if *kind == "approval-refused" {
+                self.record(
+                    self.event(strongroom_audit::EventKind::ApprovalRefused)
+                        .request(record.request_id.clone())
+                        .field("approver", approver)
+                        .field("reason", detail.as_str()),
+                )
+                .await;
+            }
+        }
+        result
+    }
+
+    async fn accept_approval_inner(
         &self,
         record: &SignRequestRecord,
         approver: &str,

@@ -42,6 +42,7 @@ pub fn problem(e: &EngineError) -> ApiError {
                 "unknown-request" => (StatusCode::NOT_FOUND, "Unknown signing request"),
                 "invalid-psbt" => (StatusCode::BAD_REQUEST, "Invalid PSBT"),
                 "request-closed" => (StatusCode::CONFLICT, "Request closed"),
+                "peer-not-admitted" => (StatusCode::SERVICE_UNAVAILABLE, "A peer is not admitted"),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "Signing failed"),
             };
             ((*kind).to_owned(), status, title)
@@ -55,6 +56,11 @@ pub fn problem(e: &EngineError) -> ApiError {
             "peer-unavailable".into(),
             StatusCode::SERVICE_UNAVAILABLE,
             "A peer is unavailable",
+        ),
+        EngineError::Remote { error, .. } if error.kind == "peer-not-admitted" => (
+            "peer-not-admitted".into(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "A peer is not admitted",
         ),
         EngineError::Remote { .. } => (
             "peer-refused".into(),
@@ -275,6 +281,7 @@ pub fn routes(engine: Arc<Engine>) -> Routes {
             .problem(503, "No presignature and no fallback"),
         );
     }
+    r = crate::audit::routes(r);
     r.with_state(engine)
 }
 
@@ -475,6 +482,7 @@ async fn cluster(State(engine): State<Arc<Engine>>) -> Result<Json<Value>, ApiEr
                 "rtt_ms": p.and_then(|p| p.rtt).map(|d| d.as_secs_f64() * 1000.0),
                 "last_error": p.and_then(|p| p.last_error.clone()),
                 "reconnect_attempts": p.map(|p| p.reconnect_attempts),
+                "admission": engine.admission_json(m),
             })
         })
         .collect();
@@ -489,6 +497,7 @@ async fn cluster(State(engine): State<Arc<Engine>>) -> Result<Json<Value>, ApiEr
         "aux_info": {"ready": aux.is_some(), "aux_id": aux.map(|a| a.aux_id)},
         "primes": {"ready": primes.ready, "detail": primes.detail},
         "dev_mode": engine.cfg.node.dev_mode,
+        "attestation": engine.attestation_json(),
     })))
 }
 

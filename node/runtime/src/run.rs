@@ -12,7 +12,8 @@ use strongroom_api::{
 };
 use strongroom_coord::{CoordConfig, Coordinator};
 use strongroom_keystore::{PinSource, Token, TokenConfig};
-use strongroom_store::Store;
+use strongroom_audit::{AuditEvent, EventKind};
+use strongroom_store::{AuditIdentity, Store};
 use strongroom_transport::pki::certs_from_pem;
 use strongroom_transport::{ClusterId, Node as Transport, NodeConfig, NodeId, NodeIdentity};
 
@@ -73,6 +74,9 @@ pub enum NodeError {
     /// The engine cannot start.
     #[error("engine: {0}")]
     Engine(#[from] crate::engine::EngineError),
+    /// The firmware profile cannot be used, or this node's own token is outside it.
+    #[error("attestation: {0}")]
+    Attestation(#[from] crate::admission::AttestationStartError),
 }
 
 fn read_certs(
@@ -173,8 +177,27 @@ pub async fn run(
         }
     };
 
+    // The token must be one the firmware profile accepts, with the mechanisms it requires.
+    let attestation = crate::admission::Attestation::start(
+        config.attestation.profile.as_deref(),
+        config.node.dev_mode,
+        &token,
+        Duration::from_secs(config.attestation.recheck_secs),
+        &config.members(),
+        &config.node.id,
+    )?;
+
     let policy = load_policy(&config)?;
     let store = Store::connect(&config.database.url, config.database.max_connections).await?;
+    // Every state change from here on is recorded in the audit log, in its own transaction.
+    token
+        .ensure_audit_key()
+        .map_err(|e| token_err(format!("cannot create or find the audit key: {e}")))?;
+    let store = store.with_audit_identity(AuditIdentity {
+        node_id: config.node.id.clone(),
+        key: Arc::new(crate::audit::TokenAuditKey(token.clone())),
+    });
+    record_start(&store, &config, policy.as_ref()).await?;
     rollback_check(&token, &store).await?;
     let lost = store.discard_stale_reservations(Duration::ZERO).await?;
     if lost > 0 {
@@ -260,11 +283,15 @@ pub async fn run(
         engine_metrics,
         network,
         crate::requests::RequestsState::new(policy, own_cert, config.signing.max_in_flight),
+        attestation,
     )?);
 
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(engine.clone().supply_primes()));
     tasks.push(tokio::spawn(crate::leader::leader_loop(engine.clone())));
+    let admission = crate::admission::admission_loop(engine.clone());
+    tasks.push(tokio::spawn(admission));
+    tasks.push(tokio::spawn(engine.clone().checkpoint_loop()));
     {
         let engine = engine.clone();
         tasks.push(tokio::spawn(async move {
@@ -273,6 +300,8 @@ pub async fn run(
                 tokio::spawn(async move {
                     let from = incoming.peer.as_str().to_owned();
                     let reply = match serde_json::from_slice::<Request>(&incoming.body) {
+                        // Evidence is bound to the connection the request arrived on.
+                        Ok(Request::Attestation) => engine.evidence_reply(&incoming),
                         Ok(request) => engine.handle(&from, request).await,
                         Err(e) => crate::control::Reply::Error(crate::control::RemoteError::new(
                             "bad-request",
@@ -381,7 +410,30 @@ pub async fn run(
         ])
     })
     .metrics(metrics)
-    .on_auth_failure(|failure| tracing::warn!(%failure, "client authentication failed"))
+    .on_auth_failure({
+        let store = store.clone();
+        let node = config.node.id.clone();
+        move |failure| {
+            tracing::warn!(%failure, "client authentication failed");
+            let event = AuditEvent::new(node.clone(), EventKind::ClientAuthFailed)
+                .field("reason", failure.reason.to_string())
+                .field("path", failure.path.clone().unwrap_or_default());
+            let address = failure.peer.ip().to_string();
+            let store = store.clone();
+            tokio::spawn(async move {
+                let recorded = match store.audit_identity() {
+                    Some(id) => match event.sensitive(id.key.as_ref(), "address", address.as_bytes()) {
+                        Ok(event) => store.append_audit(event).await.map(|_| ()),
+                        Err(e) => Err(e.into()),
+                    },
+                    None => Ok(()),
+                };
+                if let Err(e) = recorded {
+                    tracing::error!(error = %e, "cannot record a client authentication failure in the audit log");
+                }
+            });
+        }
+    })
     .bind()
     .await
     .map_err(|e| NodeError::Api(e.to_string()))?;
@@ -389,6 +441,20 @@ pub async fn run(
     server.serve(shutdown).await;
 
     tracing::info!("shutting down");
+    if let Err(e) = store
+        .append_audit(AuditEvent::new(config.node.id.clone(), EventKind::NodeStopping))
+        .await
+    {
+        tracing::error!(error = %e, "cannot record the shutdown in the audit log");
+    }
+    // The log ends on a signed checkpoint.
+    let schedule = strongroom_audit::CheckpointSchedule {
+        every_entries: config.audit.checkpoint_every_entries,
+        every: Duration::from_secs(config.audit.checkpoint_every_secs),
+    };
+    if let Err(e) = engine.checkpoint_if_due(&schedule, true).await {
+        tracing::warn!(error = %e, "cannot sign the final audit checkpoint");
+    }
     for t in &tasks {
         t.abort();
     }
@@ -419,4 +485,46 @@ pub fn load_policy(config: &Config) -> Result<Option<strongroom_policies::Policy
         "policy loaded"
     );
     Ok(Some(policy))
+}
+
+/// Records the start: the node's version and binary, its configuration and its policy.
+async fn record_start(
+    store: &Store,
+    config: &Config,
+    policy: Option<&strongroom_policies::Policy>,
+) -> Result<(), NodeError> {
+    let node = config.node.id.clone();
+    let binary = strongroom_attest::own_binary_sha256()
+        .map(|d| d.to_hex())
+        .unwrap_or_else(|e| format!("unknown: {e}"));
+    store
+        .append_audit(
+            AuditEvent::new(node.clone(), EventKind::NodeStarted)
+                .field("version", env!("CARGO_PKG_VERSION"))
+                .field("binary_sha256", binary)
+                .field("cluster_id", config.node.cluster_id.clone())
+                .field("dev_mode", config.node.dev_mode),
+        )
+        .await?;
+    store
+        .append_audit(
+            AuditEvent::new(node.clone(), EventKind::ConfigLoaded)
+                .field("file", config.source.display().to_string())
+                .field(
+                    "sha256",
+                    crate::audit::file_sha256_hex(&config.source).unwrap_or_default(),
+                ),
+        )
+        .await?;
+    let event = AuditEvent::new(node, EventKind::PolicyLoaded);
+    let event = match (policy, &config.policy.file) {
+        (Some(p), Some(file)) => event
+            .field("policy_id", p.id())
+            .field("policy_hash", p.hash().to_hex())
+            .field("rules", p.rules().len())
+            .field("file", file.display().to_string()),
+        _ => event.field("policy_id", "").field("note", "no policy file: every request is denied"),
+    };
+    store.append_audit(event).await?;
+    Ok(())
 }

@@ -12,13 +12,15 @@
 //! head lock early and other row locks after it can deadlock with one that takes them in the
 //! opposite order, and it makes every other appender wait longer.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 use strongroom_audit::encoding::canonical_json;
-use strongroom_audit::{AuditEntry, AuditEvent, Checkpoint};
+use strongroom_audit::{AuditEntry, AuditEvent, AuditKey, Checkpoint, EventKind};
 use tokio_postgres::{Row, Transaction};
 
 use crate::{Store, StoreError};
@@ -44,11 +46,64 @@ impl AuditHead {
     }
 }
 
+/// Who records the store's state changes: the node id its entries carry and the key that
+/// fingerprints sensitive values (the node's token-held audit key).
+///
+/// A store with an identity ([`Store::with_audit_identity`]) records an entry for every state
+/// change it makes, in the same transaction: a sign request received, votes, approvals, request
+/// state changes, presignature reservation, consumption and discarding, keys created or failed,
+/// signatures completed. The node sets it before it changes anything; a store without one
+/// (tools and storage tests) records nothing.
+#[derive(Clone)]
+pub struct AuditIdentity {
+    /// The node id entries carry.
+    pub node_id: String,
+    /// The HMAC key for sensitive values.
+    pub key: Arc<dyn AuditKey + Send + Sync>,
+}
+
+impl fmt::Debug for AuditIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditIdentity")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
 const ENTRY_COLUMNS: &str =
     "seq, time_unix_ms, node_id, kind, request_id, fields, hmacs, prev_hash, hash";
 const CHECKPOINT_COLUMNS: &str = "seq, cluster_id, node_id, head_hash, time_unix_ms, signature";
 
 impl Store {
+    /// This store, recording every state change it makes in the audit log as `identity`.
+    pub fn with_audit_identity(mut self, identity: AuditIdentity) -> Store {
+        self.audit = Some(Arc::new(identity));
+        self
+    }
+
+    /// Who this store records as, if anyone.
+    pub fn audit_identity(&self) -> Option<&AuditIdentity> {
+        self.audit.as_deref()
+    }
+
+    /// Appends the event `build` makes of a new event of `kind`, inside `tx`, when the store
+    /// has an audit identity (see [`AuditIdentity`]). Call it as the last step before commit.
+    pub(crate) async fn audit_in(
+        &self,
+        tx: &Transaction<'_>,
+        kind: EventKind,
+        build: impl FnOnce(AuditEvent, &dyn AuditKey) -> Result<AuditEvent, StoreError>,
+    ) -> Result<(), StoreError> {
+        let Some(identity) = &self.audit else {
+            return Ok(());
+        };
+        let event = build(
+            AuditEvent::new(identity.node_id.clone(), kind),
+            identity.key.as_ref(),
+        )?;
+        Store::append_audit_in(tx, event).await.map(|_| ())
+    }
+
     /// Appends `event` to the audit log inside the caller's transaction `tx` and returns the
     /// entry as recorded. It commits or rolls back with `tx`. Append as the last step before
     /// commit: the lock on the log's head is held until the transaction ends.
@@ -316,7 +371,7 @@ fn now_unix_ms() -> u64 {
     u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -332,4 +387,19 @@ fn hex_decode(text: &str, out: &mut [u8; 32]) -> Option<()> {
         *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(())
+}
+
+/// `value` with every number that is not an integer turned into its decimal text: the audit
+/// log records integers only.
+pub(crate) fn integers_only(value: &Value) -> Value {
+    match value {
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => Value::String(n.to_string()),
+        Value::Array(items) => Value::Array(items.iter().map(integers_only).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), integers_only(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }

@@ -14,10 +14,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use strongroom_audit::EventKind;
 use tokio_postgres::NoTls;
 use tracing::info;
 
-pub use audit::{AuditHead, AuditTxFuture};
+pub use audit::{AuditHead, AuditIdentity, AuditTxFuture};
 pub use migrations::MIGRATIONS;
 pub use requests::{
     ApprovalRecord, NewSignRequest, NewVote, SIGN_REQUEST_STATES, SignRequestRecord,
@@ -85,6 +86,9 @@ pub enum StoreError {
     /// An audit event breaks the audit log's format (a bug in the code that recorded it).
     #[error("audit event cannot be recorded: {0}")]
     AuditFormat(#[from] strongroom_audit::FormatError),
+    /// The audit key could not fingerprint a sensitive value (the token failed).
+    #[error("audit key: {0}")]
+    AuditKey(#[from] strongroom_audit::AuditKeyError),
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
@@ -97,6 +101,7 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    audit: Option<std::sync::Arc<AuditIdentity>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -339,7 +344,7 @@ impl Store {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        let store = Store { pool };
+        let store = Store { pool, audit: None };
         store.migrate().await?;
         info!(%endpoint, "database ready");
         Ok(store)
@@ -517,15 +522,29 @@ impl Store {
         chain_code: &[u8],
         sealed_share: &[u8],
     ) -> Result<(), StoreError> {
-        let client = self.pool.get().await?;
-        let n = client
-            .execute(
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
                 "UPDATE keys SET state = 'ready', public_key = $2, chain_code = $3, sealed_share = $4, \
-                 error = NULL, updated_at = now() WHERE key_id = $1 AND state = 'generating'",
+                 error = NULL, updated_at = now() WHERE key_id = $1 AND state = 'generating' \
+                 RETURNING name, threshold, participants",
                 &[&key_id, &public_key, &chain_code, &sealed_share],
             )
             .await?;
-        if n == 1 {
+        if let Some(row) = row {
+            let (name, threshold, participants): (String, i32, Vec<String>) =
+                (row.get(0), row.get(1), row.get(2));
+            self.audit_in(&tx, EventKind::KeyCreated, |e, _| {
+                Ok(e.field("key_id", key_id)
+                    .field("name", name)
+                    .field("threshold", threshold)
+                    .field("participants", participants)
+                    .field("public_key", audit::hex(public_key))
+                    .field("chain_code", audit::hex(chain_code)))
+            })
+            .await?;
+            tx.commit().await?;
             Ok(())
         } else {
             Err(StoreError::Refused(format!(
@@ -536,14 +555,22 @@ impl Store {
 
     /// Marks a key failed with the reason.
     pub async fn mark_key_failed(&self, key_id: &str, error: &str) -> Result<(), StoreError> {
-        let client = self.pool.get().await?;
-        client
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let n = tx
             .execute(
                 "UPDATE keys SET state = 'failed', error = $2, updated_at = now() \
                  WHERE key_id = $1 AND state = 'generating'",
                 &[&key_id, &error],
             )
             .await?;
+        if n == 1 {
+            self.audit_in(&tx, EventKind::KeyGenerationFailed, |e, _| {
+                Ok(e.field("key_id", key_id).field("reason", error))
+            })
+            .await?;
+            tx.commit().await?;
+        }
         Ok(())
     }
 
@@ -672,15 +699,33 @@ impl Store {
         presig_id: &[u8],
         request_id: &str,
     ) -> Result<(), StoreError> {
-        let client = self.pool.get().await?;
-        let n = client
-            .execute(
-                "UPDATE presignatures SET state = 'reserved', request_id = $2, reserved_at = now(), \
-                 updated_at = now() WHERE presig_id = $1 AND (state = 'available' OR (state = 'reserved' AND request_id = $2))",
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                "UPDATE presignatures p SET state = 'reserved', request_id = $2, reserved_at = now(), \
+                 updated_at = now() \
+                 FROM (SELECT presig_id, state AS old_state FROM presignatures \
+                       WHERE presig_id = $1 FOR UPDATE) o \
+                 WHERE p.presig_id = o.presig_id \
+                 AND (o.old_state = 'available' OR (o.old_state = 'reserved' AND p.request_id = $2)) \
+                 RETURNING o.old_state, p.key_id, p.signer_set",
                 &[&presig_id, &request_id],
             )
             .await?;
-        if n == 1 {
+        if let Some(row) = row {
+            let old: String = row.get(0);
+            if old == "available" {
+                let (key_id, signer_set): (String, String) = (row.get(1), row.get(2));
+                self.audit_in(&tx, EventKind::PresignatureReserved, |e, _| {
+                    Ok(e.request(request_id)
+                        .field("presig_id", audit::hex(presig_id))
+                        .field("key_id", key_id)
+                        .field("signer_set", signer_set))
+                })
+                .await?;
+            }
+            tx.commit().await?;
             Ok(())
         } else {
             Err(StoreError::Refused(format!(
@@ -763,6 +808,21 @@ impl Store {
             &[&counter],
         )
         .await?;
+        self.audit_in(&tx, EventKind::PresignatureConsumed, |e, _| {
+            Ok(e.request(request_id)
+                .field("presig_id", audit::hex(presig_id))
+                .field("token_counter", counter)
+                .field("nonce_point", audit::hex(consumption.nonce_point))
+                .field("message", audit::hex(consumption.message)))
+        })
+        .await?;
+        // The caller releases its partial signature once this commits, and only then.
+        self.audit_in(&tx, EventKind::PartialReleased, |e, _| {
+            Ok(e.request(request_id)
+                .field("presig_id", audit::hex(presig_id))
+                .field("message", audit::hex(consumption.message)))
+        })
+        .await?;
         tx.commit().await?;
         Ok(sealed)
     }
@@ -771,14 +831,26 @@ impl Store {
     /// rolled back: a presignature that looks available may have been used already). Returns
     /// how many were discarded.
     pub async fn discard_unconsumed_presignatures(&self) -> Result<u64, StoreError> {
-        let client = self.pool.get().await?;
-        Ok(client
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let n = tx
             .execute(
                 "UPDATE presignatures SET state = 'discarded', sealed = NULL, updated_at = now() \
                  WHERE state IN ('available', 'reserved')",
                 &[],
             )
-            .await?)
+            .await?;
+        if n > 0 {
+            self.audit_in(&tx, EventKind::PresignatureDiscarded, |e, _| {
+                Ok(e.field("count", n).field(
+                    "reason",
+                    "the database is behind the token's consumption counter",
+                ))
+            })
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// Discards one presignature if it is available or reserved for `request_id` (its signing
@@ -788,14 +860,24 @@ impl Store {
         presig_id: &[u8],
         request_id: &str,
     ) -> Result<bool, StoreError> {
-        let client = self.pool.get().await?;
-        let n = client
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let n = tx
             .execute(
                 "UPDATE presignatures SET state = 'discarded', sealed = NULL, updated_at = now() \
                  WHERE presig_id = $1 AND (state = 'available' OR (state = 'reserved' AND request_id = $2))",
                 &[&presig_id, &request_id],
             )
             .await?;
+        if n == 1 {
+            self.audit_in(&tx, EventKind::PresignatureDiscarded, |e, _| {
+                Ok(e.request(request_id)
+                    .field("presig_id", audit::hex(presig_id))
+                    .field("reason", "the signing attempt failed before it was used"))
+            })
+            .await?;
+            tx.commit().await?;
+        }
         Ok(n == 1)
     }
 
@@ -808,8 +890,9 @@ impl Store {
         signer_set: &str,
         request_id: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let client = self.pool.get().await?;
-        let row = client
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let row = tx
             .query_opt(
                 "UPDATE presignatures SET state = 'reserved', request_id = $3, reserved_at = now(), \
                  updated_at = now() WHERE presig_id = ( \
@@ -820,7 +903,19 @@ impl Store {
                 &[&key_id, &signer_set, &request_id],
             )
             .await?;
-        Ok(row.map(|r| r.get(0)))
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let presig_id: Vec<u8> = row.get(0);
+        self.audit_in(&tx, EventKind::PresignatureReserved, |e, _| {
+            Ok(e.request(request_id)
+                .field("presig_id", audit::hex(&presig_id))
+                .field("key_id", key_id)
+                .field("signer_set", signer_set))
+        })
+        .await?;
+        tx.commit().await?;
+        Ok(Some(presig_id))
     }
 
     /// Discards reservations older than `age` (their coordinator went away) and, with
@@ -828,15 +923,33 @@ impl Store {
     /// with lived only in memory). A reservation is never handed back to the pool. Returns how
     /// many were discarded.
     pub async fn discard_stale_reservations(&self, age: Duration) -> Result<u64, StoreError> {
-        let client = self.pool.get().await?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
         let secs = age.as_secs_f64();
-        Ok(client
-            .execute(
+        let rows = tx
+            .query(
                 "UPDATE presignatures SET state = 'discarded', sealed = NULL, updated_at = now() \
-                 WHERE state = 'reserved' AND reserved_at <= now() - make_interval(secs => $1)",
+                 WHERE state = 'reserved' AND reserved_at <= now() - make_interval(secs => $1) \
+                 RETURNING presig_id, request_id",
                 &[&secs],
             )
-            .await?)
+            .await?;
+        for row in &rows {
+            let presig_id: Vec<u8> = row.get(0);
+            let request_id: Option<String> = row.get(1);
+            self.audit_in(&tx, EventKind::PresignatureDiscarded, |e, _| {
+                let e = e
+                    .field("presig_id", audit::hex(&presig_id))
+                    .field("reason", "its reservation was never used");
+                Ok(match request_id {
+                    Some(r) => e.request(r),
+                    None => e,
+                })
+            })
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
     }
 
     /// The sealed public data of a presignature this node holds (any state).
@@ -865,8 +978,9 @@ impl Store {
 
     /// Records a signature (idempotent per request and input).
     pub async fn record_signature(&self, s: &SignatureRecord<'_>) -> Result<(), StoreError> {
-        let client = self.pool.get().await?;
-        client
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let n = tx
             .execute(
                 "INSERT INTO signatures (request_id, input_index, key_id, presig_id, path, sighash, r, s, \
                  nonce_point, signers, mode) \
@@ -877,6 +991,26 @@ impl Store {
                 ],
             )
             .await?;
+        if n == 1 {
+            self.audit_in(&tx, EventKind::SignatureCompleted, |e, _| {
+                let e = e
+                    .request(s.request_id)
+                    .field("input", s.input_index)
+                    .field("key_id", s.key_id)
+                    .field("path", s.path)
+                    .field("sighash", audit::hex(s.sighash))
+                    .field("r", audit::hex(s.r))
+                    .field("s", audit::hex(s.s))
+                    .field("signers", s.signers)
+                    .field("mode", s.mode);
+                Ok(match s.presig_id {
+                    Some(p) => e.field("presig_id", audit::hex(p)),
+                    None => e,
+                })
+            })
+            .await?;
+            tx.commit().await?;
+        }
         Ok(())
     }
 

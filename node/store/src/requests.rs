@@ -9,8 +9,11 @@
 use std::time::SystemTime;
 
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+use strongroom_audit::EventKind;
 use tokio_postgres::error::SqlState;
 
+use crate::audit::{hex, integers_only};
 use crate::{Store, StoreError};
 
 /// Every state a signing request can be in.
@@ -217,8 +220,9 @@ impl Store {
                 r.digest.len()
             )));
         }
-        let client = self.pool.get().await?;
-        let inserted = client
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let inserted = tx
             .query_opt(
                 &format!(
                     "INSERT INTO sign_requests (request_id, key_id, digest, psbt, memo, submitter, \
@@ -244,8 +248,24 @@ impl Store {
                 }
             })?;
         if let Some(row) = inserted {
+            self.audit_in(&tx, EventKind::SignRequestReceived, |e, key| {
+                let mut e = e
+                    .request(r.request_id)
+                    .field("key_id", r.key_id)
+                    .field("digest", hex(r.digest))
+                    .field("submitter", r.submitter)
+                    .field("summary", integers_only(r.summary))
+                    .sensitive(key, "psbt", r.psbt.as_bytes())?;
+                if let Some(memo) = r.memo {
+                    e = e.sensitive(key, "memo", memo.as_bytes())?;
+                }
+                Ok(e)
+            })
+            .await?;
+            tx.commit().await?;
             return Ok((request_from_row(&row), true));
         }
+        drop(tx);
         // A conflict: either the same PSBT for the same key (return it), or the request id is
         // taken by something else (refuse). Under READ COMMITTED this statement sees the row a
         // concurrent insert committed.
@@ -339,17 +359,35 @@ impl Store {
             )));
         }
         let from: Vec<&str> = from.to_vec();
-        let client = self.pool.get().await?;
-        let n = client
-            .execute(
-                "UPDATE sign_requests SET state = $2, error = $3, updated_at = now() \
-                 WHERE request_id = $1 AND state = ANY($4)",
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let changed = tx
+            .query_opt(
+                "UPDATE sign_requests s SET state = $2, error = $3, updated_at = now() \
+                 FROM (SELECT request_id, state AS old_state FROM sign_requests \
+                       WHERE request_id = $1 FOR UPDATE) o \
+                 WHERE s.request_id = o.request_id AND o.old_state = ANY($4) \
+                 RETURNING o.old_state",
                 &[&request_id, &to, &error, &from],
             )
             .await?;
-        if n == 1 {
+        if let Some(row) = changed {
+            let old: String = row.get(0);
+            self.audit_in(&tx, EventKind::RequestStateChanged, |e, _| {
+                let e = e
+                    .request(request_id)
+                    .field("from", old.as_str())
+                    .field("to", to);
+                Ok(match error {
+                    Some(reason) => e.field("reason", reason),
+                    None => e,
+                })
+            })
+            .await?;
+            tx.commit().await?;
             return Ok(true);
         }
+        drop(tx);
         let exists = client
             .query_opt(
                 "SELECT 1 FROM sign_requests WHERE request_id = $1",
@@ -408,6 +446,17 @@ impl Store {
             &[&request_id, &signed_psbt, &tx_hex],
         )
         .await?;
+        self.audit_in(&tx, EventKind::RequestStateChanged, |e, _| {
+            let e = e
+                .request(request_id)
+                .field("from", "signing")
+                .field("to", "signed");
+            Ok(match tx_hex {
+                Some(t) => e.field("tx_hex", t),
+                None => e,
+            })
+        })
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -443,8 +492,9 @@ impl Store {
                 v.entropy.len()
             )));
         }
-        let client = self.pool.get().await?;
-        let n = client
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let n = tx
             .execute(
                 "INSERT INTO votes (request_id, node_id, decision, reasons, policy_hash, entropy, \
                  signed_vote, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -474,8 +524,27 @@ impl Store {
                 }
             })?;
         if n == 1 {
+            let own = self
+                .audit_identity()
+                .is_some_and(|id| id.node_id == v.node_id);
+            let kind = if own {
+                EventKind::VoteCast
+            } else {
+                EventKind::VoteReceived
+            };
+            self.audit_in(&tx, kind, |e, _| {
+                Ok(e.request(v.request_id)
+                    .field("voter", v.node_id)
+                    .field("decision", v.decision)
+                    .field("reasons", v.reasons.clone())
+                    .field("policy_hash", hex(v.policy_hash))
+                    .field("signed_vote_sha256", hex(&Sha256::digest(v.signed_vote))))
+            })
+            .await?;
+            tx.commit().await?;
             return Ok(true);
         }
+        drop(tx);
         let row = client
             .query_opt(
                 &format!("SELECT {VOTE_COLUMNS} FROM votes WHERE request_id = $1 AND node_id = $2"),
@@ -527,8 +596,9 @@ impl Store {
         approver: &str,
         signature: &[u8],
     ) -> Result<bool, StoreError> {
-        let client = self.pool.get().await?;
-        let n = client
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let n = tx
             .execute(
                 "INSERT INTO approvals (request_id, approver, signature) VALUES ($1, $2, $3) \
                  ON CONFLICT (request_id, approver) DO NOTHING",
@@ -542,6 +612,15 @@ impl Store {
                     StoreError::Db(e)
                 }
             })?;
+        if n == 1 {
+            self.audit_in(&tx, EventKind::ApprovalAccepted, |e, _| {
+                Ok(e.request(request_id)
+                    .field("approver", approver)
+                    .field("signature", hex(signature)))
+            })
+            .await?;
+            tx.commit().await?;
+        }
         Ok(n == 1)
     }
 

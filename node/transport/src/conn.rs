@@ -315,6 +315,7 @@ pub(crate) async fn probe(conn: &quinn::Connection, timeout: Duration) -> Result
 async fn serve_bi(
     net: Arc<Net>,
     peer: NodeId,
+    conn: quinn::Connection,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
@@ -335,7 +336,7 @@ async fn serve_bi(
     }
     match first {
         [PING] => answer_probe(send, recv).await,
-        [RPC_REQUEST] => net.requests.serve(peer, send, recv, deadline).await,
+        [RPC_REQUEST] => net.requests.serve(peer, send, recv, deadline, conn).await,
         [other] => {
             tracing::warn!(peer = %peer, first_byte = other, "bidirectional stream of unknown type");
             let _ = recv.stop(stream_codes::MALFORMED.into());
@@ -425,7 +426,7 @@ async fn drive(net: Arc<Net>, slot: Arc<PeerSlot>, conn: quinn::Connection) {
             },
             bi = conn.accept_bi() => match bi {
                 Ok((send, recv)) => {
-                    tokio::spawn(serve_bi(net.clone(), slot.node.clone(), send, recv));
+                    tokio::spawn(serve_bi(net.clone(), slot.node.clone(), conn.clone(), send, recv));
                 }
                 Err(e) => break e,
             },

@@ -29,7 +29,10 @@
 //!   ([`Node::take_requests`]) and answers each [`IncomingRequest`], whose requester is the
 //!   authenticated peer. A request nobody can take (no inbox, inbox full) or that is dropped
 //!   unanswered is refused at once rather than left to time out: the requester gets
-//!   [`RequestError::Refused`] and the refusal is reported ([`rpc`]).
+//!   [`RequestError::Refused`] and the refusal is reported ([`rpc`]). Both ends can derive the
+//!   TLS exporter value of the connection a request travelled on
+//!   ([`IncomingRequest::channel_binding`], [`Node::request_bound`]) to bind what they
+//!   exchange (attestation evidence) to that connection.
 //! - **Not promised.** Point-to-point delivery is not a reliable broadcast: protocols keep
 //!   their own echo round (cggmp's `enforce_reliable_broadcast(true)`). Messages of a session
 //!   whose connection breaks are not replayed: the session aborts and is retried under a new id.
@@ -63,7 +66,7 @@ pub use delivery::{IncomingMessages, OutgoingMessages, delivery};
 pub use events::{Events, RequestRefusal, StreamRefusal, TransportEvent};
 pub use ids::{ClientName, ClusterId, NodeId, Role, SpiffeId, Subject};
 pub use node::{ALPN, Limits, Node, NodeConfig, NodeIdentity, StartError, Timing};
-pub use rpc::{IncomingRequest, RequestError, Responder};
+pub use rpc::{BoundAnswer, ChannelBindingError, IncomingRequest, RequestError, Responder};
 pub use session::{
     InMemorySessionIds, InboundMessage, JoinError, Misbehavior, ProtocolKind, SendError, Session,
     SessionError, SessionId, SessionIdStore, SessionIdStoreError, SessionReceiver, SessionSender,

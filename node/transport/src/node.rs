@@ -369,6 +369,44 @@ impl Node {
             .requests
             .request(&self.net.peers, peer, &body, timeout)
             .await
+            .map(|(answer, _)| answer)
+    }
+
+    /// Like [`Node::request`], and returns with the answer the TLS exporter value (`label`,
+    /// empty context, `len` bytes) and the peer's certificate chain of the connection the
+    /// request was sent on: the peer derives the same value for the request with
+    /// [`crate::IncomingRequest::channel_binding`].
+    pub async fn request_bound(
+        &self,
+        peer: &NodeId,
+        body: Vec<u8>,
+        timeout: Duration,
+        label: &[u8],
+        len: usize,
+    ) -> Result<crate::rpc::BoundAnswer, RequestError> {
+        let (answer, conn) = self
+            .net
+            .requests
+            .request(&self.net.peers, peer, &body, timeout)
+            .await?;
+        let channel_binding = crate::rpc::export_binding(peer, &conn, label, len)?;
+        let peer_certificates = conn
+            .peer_identity()
+            .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+            .map(|chain| *chain)
+            .unwrap_or_default();
+        Ok(crate::rpc::BoundAnswer {
+            answer,
+            channel_binding,
+            peer_certificates,
+        })
+    }
+
+    /// The TLS exporter value (`label`, empty context, `len` bytes) of the live connection to
+    /// `peer`, `None` without one. It changes whenever the connection does.
+    pub fn channel_binding(&self, peer: &NodeId, label: &[u8], len: usize) -> Option<Vec<u8>> {
+        let conn = self.net.peers.connection(peer)?;
+        crate::rpc::export_binding(peer, &conn, label, len).ok()
     }
 
     /// The receiver of the requests peers send to this node, the first time only (`None`

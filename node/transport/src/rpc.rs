@@ -20,7 +20,13 @@
 //!
 //! The requester sends with [`crate::Node::request`]; the answerer takes its inbox once with
 //! [`crate::Node::take_requests`] and answers each [`IncomingRequest`] with
-//! [`IncomingRequest::respond`]. A request that finds no inbox, a full inbox, or is dropped
+//! [`IncomingRequest::respond`].
+//!
+//! **Channel binding.** A request and its answer travel on one connection, so both ends can
+//! derive the same TLS exporter value (RFC 5705 / RFC 8446 §7.5) for it: the answerer with
+//! [`IncomingRequest::channel_binding`] (the connection the request arrived on), the requester
+//! with [`crate::Node::request_bound`] (the connection the request was sent on). Attestation
+//! evidence signed over that value cannot be replayed on another connection. A request that finds no inbox, a full inbox, or is dropped
 //! without an answer is refused (status 1) and reported as
 //! [`TransportEvent::RequestRefused`].
 
@@ -52,6 +58,35 @@ pub struct IncomingRequest {
     /// The request body.
     pub body: Vec<u8>,
     responder: Responder,
+    /// The connection the request arrived on.
+    conn: quinn::Connection,
+}
+
+/// No TLS exporter value could be derived from a connection (the connection's TLS session
+/// does not offer one for this label and length).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot derive the TLS exporter value of the connection to peer '{peer}': {detail}")]
+pub struct ChannelBindingError {
+    /// The peer of the connection.
+    pub peer: NodeId,
+    /// Why.
+    pub detail: String,
+}
+
+/// The TLS exporter value (`label`, empty context, `len` bytes) of `conn`.
+pub(crate) fn export_binding(
+    peer: &NodeId,
+    conn: &quinn::Connection,
+    label: &[u8],
+    len: usize,
+) -> Result<Vec<u8>, ChannelBindingError> {
+    let mut out = vec![0u8; len];
+    conn.export_keying_material(&mut out, label, b"")
+        .map_err(|e| ChannelBindingError {
+            peer: peer.clone(),
+            detail: format!("{e:?}"),
+        })?;
+    Ok(out)
 }
 
 impl IncomingRequest {
@@ -65,6 +100,17 @@ impl IncomingRequest {
     /// handlers that consume the body before answering.
     pub fn into_parts(self) -> (NodeId, Vec<u8>, Responder) {
         (self.peer, self.body, self.responder)
+    }
+
+    /// The TLS exporter value (`label`, empty context, `len` bytes) of the connection this
+    /// request arrived on: the requester derives the same value with
+    /// [`crate::Node::request_bound`], and no other connection has it.
+    pub fn channel_binding(
+        &self,
+        label: &[u8],
+        len: usize,
+    ) -> Result<Vec<u8>, ChannelBindingError> {
+        export_binding(&self.peer, &self.conn, label, len)
     }
 }
 
@@ -144,6 +190,22 @@ pub enum RequestError {
         /// What happened.
         detail: String,
     },
+    /// The channel binding of the connection could not be derived
+    /// ([`crate::Node::request_bound`]).
+    #[error(transparent)]
+    ChannelBinding(#[from] ChannelBindingError),
+}
+
+/// The answer to a request sent with [`crate::Node::request_bound`], with what identifies the
+/// connection it travelled on.
+#[derive(Debug, Clone)]
+pub struct BoundAnswer {
+    /// The peer's answer.
+    pub answer: Vec<u8>,
+    /// The TLS exporter value of the connection the request and the answer travelled on.
+    pub channel_binding: Vec<u8>,
+    /// The certificate chain the peer presented on that connection (leaf first).
+    pub peer_certificates: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 enum Inbox {
@@ -230,7 +292,7 @@ impl Requests {
         peer: &NodeId,
         body: &[u8],
         timeout: Duration,
-    ) -> Result<Vec<u8>, RequestError> {
+    ) -> Result<(Vec<u8>, quinn::Connection), RequestError> {
         let not_connected = || RequestError::NotConnected { peer: peer.clone() };
         let timed_out = || RequestError::Timeout {
             peer: peer.clone(),
@@ -254,9 +316,10 @@ impl Requests {
             .wait_connection(peer, deadline.saturating_duration_since(Instant::now()))
             .await
             .map_err(|_| not_connected())?;
-        tokio::time::timeout_at(deadline, self.exchange(peer, &conn, body))
+        let answer = tokio::time::timeout_at(deadline, self.exchange(peer, &conn, body))
             .await
-            .map_err(|_| timed_out())?
+            .map_err(|_| timed_out())??;
+        Ok((answer, conn))
     }
 
     async fn exchange(
@@ -309,6 +372,7 @@ impl Requests {
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
         deadline: Instant,
+        conn: quinn::Connection,
     ) {
         let mut len = [0u8; 4];
         match tokio::time::timeout_at(deadline, recv.read_exact(&mut len)).await {
@@ -361,6 +425,7 @@ impl Requests {
             peer: peer.clone(),
             body,
             responder: Responder { tx },
+            conn,
         };
         if let Err(refusal) = self.deliver(request) {
             self.refuse(&peer, send, refusal).await;

@@ -45,6 +45,23 @@ pub(crate) fn run(cmd: NodeCommand, out: &Output) -> anyhow::Result<()> {
             let policy_json = policy.as_ref().map(|p| {
                 json!({"file": c.policy.file, "id": p.id(), "hash": p.hash().to_hex(), "rules": p.rules().len()})
             });
+            let profile = strongroom_node::admission::check_profile(&c)?;
+            let profile_json = profile.as_ref().map(|p| {
+                json!({"file": c.attestation.profile, "id": p.id, "mode": p.mode.as_str(),
+                       "unfilled": p.unfilled_fields()})
+            });
+            let profile_text = match &profile {
+                Some(p) if p.unfilled_fields().is_empty() => {
+                    format!("firmware profile '{}' ({})", p.id, p.mode.as_str())
+                }
+                Some(p) => format!(
+                    "firmware profile '{}' ({}), NOT FILLED IN: {} (no peer is admitted until it is)",
+                    p.id,
+                    p.mode.as_str(),
+                    p.unfilled_fields().join(", ")
+                ),
+                None => "NO FIRMWARE PROFILE: peers admitted on their certificate alone".to_owned(),
+            };
             let policy_text = match &policy {
                 Some(p) => format!("policy '{}' ({})", p.id(), p.hash().to_hex()),
                 None => "NO POLICY: every signing request is denied".to_owned(),
@@ -52,6 +69,7 @@ pub(crate) fn run(cmd: NodeCommand, out: &Output) -> anyhow::Result<()> {
             out.report(
                 json!({
                     "policy": policy_json,
+                    "firmware_profile": profile_json,
                     "config": c.source, "node_id": c.node.id, "cluster_id": c.node.cluster_id,
                     "members": c.members(), "network": c.node.network, "dev_mode": c.node.dev_mode,
                     "pool": {"target": c.pool.target, "low_water": c.pool.low_water, "max": c.pool.max,
@@ -59,7 +77,7 @@ pub(crate) fn run(cmd: NodeCommand, out: &Output) -> anyhow::Result<()> {
                 }),
                 || {
                     format!(
-                        "{}: valid (node {}, cluster {}, {} members, network {}{}; {policy_text})\n",
+                        "{}: valid (node {}, cluster {}, {} members, network {}{}; {policy_text}; {profile_text})\n",
                         c.source.display(),
                         c.node.id,
                         c.node.cluster_id,

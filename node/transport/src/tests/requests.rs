@@ -318,6 +318,61 @@ async fn incoming_request_names_the_authenticated_sender() {
     );
 }
 
+/// Both ends of one connection derive the same exporter value for a request: the answerer
+/// from the connection the request arrived on, the requester from the one it sent on. Another
+/// connection (another pair, or the same pair after reconnecting) has another value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_ends_of_a_request_derive_the_same_channel_binding() {
+    init_tracing();
+    const LABEL: &[u8] = b"EXPORTER-test-binding";
+    let (_ca, ms) = members(3);
+    let nodes = start_all(ms).await;
+    all_connected(&nodes).await;
+    let mut inbox = nodes[1].take_requests().unwrap();
+    // The answer is the binding the answerer derived.
+    tokio::spawn(async move {
+        while let Some(req) = inbox.recv().await {
+            let binding = req.channel_binding(LABEL, 32).unwrap();
+            req.respond(binding);
+        }
+    });
+    let mut seen = Vec::new();
+    for i in [0, 2] {
+        let bound = nodes[i]
+            .request_bound(nodes[1].id(), b"bind".to_vec(), T, LABEL, 32)
+            .await
+            .unwrap();
+        assert_eq!(bound.channel_binding.len(), 32);
+        assert_eq!(
+            bound.answer,
+            bound.channel_binding,
+            "from {}",
+            nodes[i].id()
+        );
+        assert_eq!(
+            nodes[i].channel_binding(nodes[1].id(), LABEL, 32),
+            Some(bound.channel_binding.clone()),
+            "the live connection's value"
+        );
+        let leaf = bound.peer_certificates.first().unwrap();
+        assert_eq!(
+            crate::pki::identity_of(leaf).unwrap().subject,
+            crate::ids::Subject::Node(nodes[1].id().clone())
+        );
+        seen.push(bound.channel_binding);
+    }
+    assert_ne!(seen[0], seen[1], "two connections share an exporter value");
+    // Another label gives another value on the same connection.
+    assert_ne!(
+        nodes[0].channel_binding(nodes[1].id(), b"EXPORTER-other", 32),
+        Some(seen[0].clone())
+    );
+    assert_eq!(
+        nodes[0].channel_binding(&node_id("node-9"), LABEL, 32),
+        None
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_waits_for_a_connection() {
     init_tracing();

@@ -1,0 +1,960 @@
+//! Attestation and admission: a peer takes part in nothing until its evidence passes this
+//! node's firmware profile.
+//!
+//! - **Start-up** ([`Attestation::start`]): the node loads its firmware profile
+//!   (`[attestation] profile`), checks its own token against it (accepted `[[token]]`
+//!   entries, required mechanisms) and refuses to start naming the field that did not match,
+//!   and computes the SHA-256 of its own binary once.
+//! - **Evidence** ([`Engine::evidence_reply`]): asked with [`Request::Attestation`], a node
+//!   answers with [`strongroom_attest::Evidence`] over its binary digest, profile id, token
+//!   identity, node and cluster id, the time, and the TLS exporter value
+//!   ([`strongroom_attest::EXPORTER_LABEL`]) of the connection the request arrived on, signed
+//!   by its token identity key. Attestation requests are answered before the asking peer is
+//!   admitted: that is how admission starts.
+//! - **Verification** ([`Engine::attest_peer`]): the asking node derives the exporter value of
+//!   the connection it sent on and checks the evidence with [`strongroom_attest::verify`]
+//!   against its own profile, the key and node id of the certificate the peer presented on
+//!   that connection, and its own clock.
+//! - **State** per peer ([`AdmissionState`]): unknown, admitted or refused, always for one
+//!   connection (identified by its exporter value): when the connection changes, the peer is
+//!   unknown again until its evidence on the new connection passes.
+//! - **When**: a background task ([`admission_loop`]) attests every peer soon after it
+//!   connects and re-checks every connected peer every `[attestation] recheck_secs`, re-reading
+//!   the profile file at each re-check (an edited profile applies without a restart; a profile
+//!   that does not load, or that this node's own token does not pass, is refused and the
+//!   previous one kept). A request from, or to, a peer that is still unknown runs the exchange
+//!   inline first ([`Engine::ensure_admitted`]), so start-up order does not matter.
+//! - **Gating**: a peer that is not admitted gets every request but [`Request::Attestation`]
+//!   refused (`peer-not-admitted`, naming the field that failed), is not reachable for signer
+//!   sets and sessions, and is never sent a request.
+//! - **Records**: a change of outcome is logged and appended to the audit log:
+//!   `peer_admitted` (peer, profile, binary digest, token) and `peer_refused` (peer, field,
+//!   reason). Successful periodic re-checks record nothing.
+//!
+//! In dev mode without a profile the node warns at start-up, admits every peer on its
+//! certificate alone, and answers attestation requests with an error (so peers that do
+//! check refuse it).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use strongroom_attest::{
+    CHANNEL_BINDING_LEN, Claims, EXPORTER_LABEL, Evidence, FirmwareProfile, ProfileError,
+    SelfCheckError, Sha256Digest, SignError, TokenIdentity, VerifyContext,
+};
+use strongroom_audit::EventKind;
+use strongroom_keystore::Token;
+use strongroom_transport::{IncomingRequest, NodeId, Subject};
+
+use crate::control::{RemoteError, Reply, Request};
+use crate::engine::{Engine, lock};
+
+/// Longest an attestation exchange may take (inline, before a request, or in the background).
+pub(crate) const ATTEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the background task looks for new connections.
+const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+/// Least time between two attempts at a peer whose exchange failed (not refused).
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// The node cannot start: its firmware profile or its own token does not pass.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttestationStartError {
+    /// The profile file cannot be read or is not a valid profile.
+    #[error(
+        "[attestation] profile {path}: {source}; fix the file (format: firmware-profile/README.md) or point `attestation.profile` at another"
+    )]
+    Profile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: ProfileError,
+    },
+    /// A `dev` profile on a node outside dev mode.
+    #[error(
+        "[attestation] profile {path}: profile '{id}' has mode \"dev\" but node.dev_mode is false; a production node must run a production profile (e.g. firmware-profile/appliance.toml)"
+    )]
+    DevProfile {
+        /// The file.
+        path: PathBuf,
+        /// The profile id.
+        id: String,
+    },
+    /// The token's mechanism list cannot be read.
+    #[error("cannot list the mechanisms of the token to check them against {path}: {detail}")]
+    Mechanisms {
+        /// The profile file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// The node's own token is outside the profile.
+    #[error("[attestation] profile {path}: field `{field}` does not match: {source}")]
+    SelfCheck {
+        /// The profile file.
+        path: PathBuf,
+        /// The profile field that did not match, e.g. `token.manufacturer`.
+        field: &'static str,
+        /// What the token reports and what the profile accepts.
+        source: SelfCheckError,
+    },
+    /// The node's own binary cannot be read.
+    #[error(
+        "cannot compute the SHA-256 of this node's own binary for its attestation evidence: {0}"
+    )]
+    Digest(#[from] strongroom_attest::DigestError),
+}
+
+/// A peer is not admitted (yet, or at all).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotAdmitted {
+    /// Its evidence did not pass this node's profile (or it sent none).
+    #[error("node {peer} is not admitted: attestation refused, field `{field}`: {reason}")]
+    Refused {
+        /// The peer.
+        peer: String,
+        /// The evidence or profile field that failed.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// No evidence could be obtained (no connection, no answer in time).
+    #[error("node {peer} is not admitted: its attestation could not be checked: {detail}")]
+    Unverified {
+        /// The peer.
+        peer: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+impl NotAdmitted {
+    /// As a reply to a peer or a remote error of a call: a refusal is `peer-not-admitted`, an
+    /// exchange that could not complete is `unreachable` (as if the peer were down).
+    pub fn to_remote(&self) -> RemoteError {
+        match self {
+            NotAdmitted::Refused { .. } => RemoteError::new("peer-not-admitted", self.to_string()),
+            NotAdmitted::Unverified { .. } => RemoteError::new("unreachable", self.to_string()),
+        }
+    }
+}
+
+/// What a verified peer runs, as its evidence said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmittedAs {
+    /// Profile id.
+    pub profile_id: String,
+    /// Binary digest, hex.
+    pub binary_sha256: String,
+    /// Token manufacturer, model and firmware version.
+    pub token: TokenIdentity,
+}
+
+/// Where a peer stands, always for one connection.
+#[derive(Debug, Clone)]
+pub enum AdmissionState {
+    /// Not checked on its current connection (not connected, just connected, or the exchange
+    /// failed).
+    Unknown {
+        /// Why the last attempt failed, if one did.
+        last_error: Option<String>,
+        /// When it was tried last.
+        attempted: Option<Instant>,
+    },
+    /// Its evidence passed on the connection with this exporter value.
+    Admitted {
+        /// The connection's exporter value.
+        binding: Vec<u8>,
+        /// What it runs.
+        claims: AdmittedAs,
+        /// Admitted on this connection since.
+        since: SystemTime,
+        /// Last successful check.
+        checked_at: SystemTime,
+        /// Last successful check (monotonic).
+        checked: Instant,
+    },
+    /// Its evidence failed on the connection with this exporter value.
+    Refused {
+        /// The connection's exporter value.
+        binding: Vec<u8>,
+        /// The field that failed.
+        field: String,
+        /// Why.
+        reason: String,
+        /// Since.
+        since: SystemTime,
+        /// When it was checked last.
+        checked: Instant,
+    },
+}
+
+/// What was last appended to the audit log about a peer: a new entry only when it changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Recorded {
+    Admitted {
+        profile_id: String,
+        binary_sha256: String,
+    },
+    Refused {
+        field: String,
+    },
+}
+
+#[derive(Debug)]
+struct Peer {
+    state: AdmissionState,
+    recorded: Option<Recorded>,
+    /// One exchange with this peer at a time.
+    exchange: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The profile in force.
+#[derive(Debug)]
+struct LoadedProfile {
+    profile: FirmwareProfile,
+    /// SHA-256 of the file's bytes, to notice edits.
+    file_digest: Sha256Digest,
+}
+
+/// This node's attestation: its profile, what it claims about itself, and its peers' state.
+#[derive(Debug)]
+pub struct Attestation {
+    profile_path: Option<PathBuf>,
+    dev_mode: bool,
+    profile: Mutex<Option<Arc<LoadedProfile>>>,
+    /// A profile file that failed to load at a re-check (its digest), so it is reported once.
+    rejected_file: Mutex<Option<Sha256Digest>>,
+    binary: Sha256Digest,
+    token: TokenIdentity,
+    mechanisms: Vec<String>,
+    recheck: Duration,
+    peers: Mutex<BTreeMap<String, Peer>>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Loads `path` and checks it against this node's token and mode.
+fn load_checked(
+    path: &Path,
+    dev_mode: bool,
+    token: &TokenIdentity,
+    mechanisms: &[String],
+) -> Result<LoadedProfile, AttestationStartError> {
+    let bytes = std::fs::read(path).map_err(|source| AttestationStartError::Profile {
+        path: path.to_owned(),
+        source: ProfileError::Io {
+            path: path.to_owned(),
+            source,
+        },
+    })?;
+    let file_digest = Sha256Digest::of(&bytes);
+    let profile =
+        FirmwareProfile::from_toml_str(&String::from_utf8_lossy(&bytes)).map_err(|source| {
+            AttestationStartError::Profile {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+    if profile.is_dev() && !dev_mode {
+        return Err(AttestationStartError::DevProfile {
+            path: path.to_owned(),
+            id: profile.id.clone(),
+        });
+    }
+    strongroom_attest::self_check(&profile, token, mechanisms).map_err(|source| {
+        AttestationStartError::SelfCheck {
+            path: path.to_owned(),
+            field: source.field(),
+            source,
+        }
+    })?;
+    Ok(LoadedProfile {
+        profile,
+        file_digest,
+    })
+}
+
+/// Loads the configured firmware profile and checks it fits the node's mode, without the
+/// token (`strongroom node check-config`); `None` when none is configured (dev mode).
+pub fn check_profile(
+    config: &crate::config::Config,
+) -> Result<Option<FirmwareProfile>, AttestationStartError> {
+    let Some(path) = &config.attestation.profile else {
+        return Ok(None);
+    };
+    let profile = FirmwareProfile::load(path).map_err(|source| AttestationStartError::Profile {
+        path: path.clone(),
+        source,
+    })?;
+    if profile.is_dev() && !config.node.dev_mode {
+        return Err(AttestationStartError::DevProfile {
+            path: path.clone(),
+            id: profile.id,
+        });
+    }
+    Ok(Some(profile))
+}
+
+impl Attestation {
+    /// Loads the profile, checks this node's own token against it and computes the digest of
+    /// this node's binary. Without a profile (dev mode only; the configuration refuses it
+    /// otherwise) peers are admitted on their certificate alone.
+    pub fn start(
+        profile_path: Option<&Path>,
+        dev_mode: bool,
+        token: &Token,
+        recheck: Duration,
+        members: &[String],
+        me: &str,
+    ) -> Result<Self, AttestationStartError> {
+        let info = token.info();
+        let identity = TokenIdentity {
+            manufacturer: info.manufacturer.trim().to_owned(),
+            model: info.model.trim().to_owned(),
+            firmware_version: info.firmware_version.trim().to_owned(),
+        };
+        let binary = strongroom_attest::own_binary_sha256()?;
+        let (profile, mechanisms) = match profile_path {
+            Some(path) => {
+                let mechanisms =
+                    token
+                        .mechanisms()
+                        .map_err(|e| AttestationStartError::Mechanisms {
+                            path: path.to_owned(),
+                            detail: e.to_string(),
+                        })?;
+                let loaded = load_checked(path, dev_mode, &identity, &mechanisms)?;
+                tracing::info!(
+                    profile = %loaded.profile.id,
+                    mode = loaded.profile.mode.as_str(),
+                    file = %path.display(),
+                    binary_sha256 = %binary,
+                    token = %format!("{} {} {}", identity.manufacturer, identity.model, identity.firmware_version),
+                    "firmware profile loaded; this node's token passes it"
+                );
+                let unfilled = loaded.profile.unfilled_fields();
+                if !unfilled.is_empty() {
+                    tracing::error!(
+                        profile = %loaded.profile.id,
+                        fields = %unfilled.join(", "),
+                        "the firmware profile is not filled in: no peer will be admitted until these fields are"
+                    );
+                }
+                (Some(Arc::new(loaded)), mechanisms)
+            }
+            None => {
+                tracing::warn!(
+                    "DEV MODE WITHOUT A FIRMWARE PROFILE ([attestation] profile unset): peers are \
+                     admitted on their certificate alone and this node sends no attestation \
+                     evidence; set [attestation] profile (firmware-profile/dev.toml) to check peers"
+                );
+                (None, Vec::new())
+            }
+        };
+        let peers = members
+            .iter()
+            .filter(|m| *m != me)
+            .map(|m| {
+                (
+                    m.clone(),
+                    Peer {
+                        state: AdmissionState::Unknown {
+                            last_error: None,
+                            attempted: None,
+                        },
+                        recorded: None,
+                        exchange: Arc::new(tokio::sync::Mutex::new(())),
+                    },
+                )
+            })
+            .collect();
+        Ok(Self {
+            profile_path: profile_path.map(Path::to_owned),
+            dev_mode,
+            profile: Mutex::new(profile),
+            rejected_file: Mutex::new(None),
+            binary,
+            token: identity,
+            mechanisms,
+            recheck,
+            peers: Mutex::new(peers),
+        })
+    }
+
+    /// SHA-256 of this node's own binary (what its evidence claims).
+    pub fn binary_sha256(&self) -> Sha256Digest {
+        self.binary
+    }
+
+    fn current_profile(&self) -> Option<Arc<LoadedProfile>> {
+        lock(&self.profile).clone()
+    }
+
+    /// Whether peers are checked at all (a profile is configured).
+    pub fn checks_peers(&self) -> bool {
+        self.profile_path.is_some()
+    }
+
+    /// Re-reads the profile file; returns whether a new profile is now in force. A file that
+    /// does not load or that this node's token does not pass is reported (once) and ignored.
+    fn reload(&self) -> bool {
+        let Some(path) = &self.profile_path else {
+            return false;
+        };
+        let Ok(bytes) = std::fs::read(path) else {
+            tracing::error!(file = %path.display(), "cannot read the firmware profile; keeping the one loaded");
+            return false;
+        };
+        let digest = Sha256Digest::of(&bytes);
+        if self
+            .current_profile()
+            .is_some_and(|p| p.file_digest == digest)
+            || *lock(&self.rejected_file) == Some(digest)
+        {
+            return false;
+        }
+        match load_checked(path, self.dev_mode, &self.token, &self.mechanisms) {
+            Ok(loaded) => {
+                tracing::info!(profile = %loaded.profile.id, file = %path.display(), "firmware profile changed on disk: reloaded; re-checking every peer");
+                *lock(&self.profile) = Some(Arc::new(loaded));
+                *lock(&self.rejected_file) = None;
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the edited firmware profile is refused; keeping the one loaded");
+                *lock(&self.rejected_file) = Some(digest);
+                false
+            }
+        }
+    }
+
+    fn exchange_lock(&self, peer: &str) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        lock(&self.peers).get(peer).map(|p| p.exchange.clone())
+    }
+
+    fn state(&self, peer: &str) -> Option<AdmissionState> {
+        lock(&self.peers).get(peer).map(|p| p.state.clone())
+    }
+}
+
+impl Engine {
+    /// Whether `peer` may take part: this node itself; any peer when no profile is configured
+    /// (dev mode); otherwise a peer admitted on its current connection.
+    pub(crate) fn is_admitted(&self, peer: &str) -> bool {
+        if peer == self.me || !self.attestation.checks_peers() {
+            return true;
+        }
+        let Some(AdmissionState::Admitted { binding, .. }) = self.attestation.state(peer) else {
+            return false;
+        };
+        self.peer_channel_binding(peer)
+            .is_some_and(|b| b == binding)
+    }
+
+    fn peer_channel_binding(&self, peer: &str) -> Option<Vec<u8>> {
+        let id = NodeId::new(peer).ok()?;
+        self.transport
+            .channel_binding(&id, EXPORTER_LABEL, CHANNEL_BINDING_LEN)
+    }
+
+    /// Makes sure `peer` is admitted on its current connection: at once when it is, refused
+    /// at once when its evidence on this connection was refused, and otherwise after running
+    /// the exchange now (bounded by `wait`).
+    pub(crate) async fn ensure_admitted(
+        &self,
+        peer: &str,
+        wait: Duration,
+    ) -> Result<(), NotAdmitted> {
+        if self.is_admitted(peer) {
+            return Ok(());
+        }
+        let current = self.peer_channel_binding(peer);
+        if let Some(AdmissionState::Refused {
+            binding,
+            field,
+            reason,
+            ..
+        }) = self.attestation.state(peer)
+        {
+            if current.as_ref() == Some(&binding) {
+                return Err(NotAdmitted::Refused {
+                    peer: peer.to_owned(),
+                    field,
+                    reason,
+                });
+            }
+        }
+        self.attest_peer(peer, wait.min(ATTEST_TIMEOUT), false)
+            .await;
+        if self.is_admitted(peer) {
+            return Ok(());
+        }
+        match self.attestation.state(peer) {
+            Some(AdmissionState::Refused { field, reason, .. }) => Err(NotAdmitted::Refused {
+                peer: peer.to_owned(),
+                field,
+                reason,
+            }),
+            Some(AdmissionState::Unknown {
+                last_error: Some(e),
+                ..
+            }) => Err(NotAdmitted::Unverified {
+                peer: peer.to_owned(),
+                detail: e,
+            }),
+            _ => Err(NotAdmitted::Unverified {
+                peer: peer.to_owned(),
+                detail: "its connection changed while it was checked".into(),
+            }),
+        }
+    }
+
+    /// Answers [`Request::Attestation`]: this node's evidence, bound to the connection the
+    /// request arrived on and signed by the token identity key.
+    pub(crate) fn evidence_reply(&self, incoming: &IncomingRequest) -> Reply {
+        match self.attestation_evidence(incoming) {
+            Ok(evidence) => Reply::Evidence {
+                evidence: hex::encode(evidence.to_bytes()),
+            },
+            Err(e) => {
+                tracing::warn!(peer = %incoming.peer, error = %e.detail, "cannot send attestation evidence");
+                Reply::Error(e)
+            }
+        }
+    }
+
+    fn attestation_evidence(&self, incoming: &IncomingRequest) -> Result<Evidence, RemoteError> {
+        let Some(profile) = self.attestation.current_profile() else {
+            return Err(RemoteError::new(
+                "attestation-unavailable",
+                format!(
+                    "node {} runs without a firmware profile ([attestation] profile unset, dev mode) and sends no evidence",
+                    self.me
+                ),
+            ));
+        };
+        let binding = incoming
+            .channel_binding(EXPORTER_LABEL, CHANNEL_BINDING_LEN)
+            .map_err(|e| RemoteError::new("internal", e.to_string()))?;
+        let claims = Claims {
+            binary_sha256: self.attestation.binary,
+            profile_id: profile.profile.id.clone(),
+            token: self.attestation.token.clone(),
+            node_id: self.me.clone(),
+            cluster_id: self.cfg.node.cluster_id.clone(),
+            issued_at: unix_now(),
+            channel_binding: binding,
+            tpm_quote: None,
+        };
+        let identity = self.token.identity();
+        let signer = move |message: &[u8]| -> Result<[u8; 64], SignError> {
+            identity
+                .sign(message)
+                .map(|s| s.to_bytes())
+                .map_err(SignError::signer)
+        };
+        Evidence::sign(claims, &signer)
+            .map_err(|e| RemoteError::new("internal", format!("cannot sign the evidence: {e}")))
+    }
+
+    /// Runs one exchange with `peer` and records the outcome. With `recheck`, also when the
+    /// peer is already admitted or refused on its current connection.
+    pub(crate) async fn attest_peer(&self, peer: &str, timeout: Duration, recheck: bool) {
+        let Some(exchange) = self.attestation.exchange_lock(peer) else {
+            return;
+        };
+        let Ok(_guard) = tokio::time::timeout(timeout, exchange.lock()).await else {
+            return;
+        };
+        // Another task may have settled it while this one waited.
+        if !recheck {
+            let current = self.peer_channel_binding(peer);
+            match self.attestation.state(peer) {
+                Some(AdmissionState::Admitted { binding, .. })
+                | Some(AdmissionState::Refused { binding, .. })
+                    if current.as_ref() == Some(&binding) =>
+                {
+                    return;
+                }
+                _ => {}
+            }
+        }
+        let outcome = self.attestation_exchange(peer, timeout).await;
+        self.settle_admission(peer, outcome).await;
+    }
+
+    /// Asks `peer` for evidence and checks it.
+    async fn attestation_exchange(&self, peer: &str, timeout: Duration) -> Outcome {
+        let Some(loaded) = self.attestation.current_profile() else {
+            return Outcome::Failed("this node has no firmware profile".into());
+        };
+        let Ok(id) = NodeId::new(peer) else {
+            return Outcome::Failed(format!("'{peer}' is not a node id"));
+        };
+        let body = match serde_json::to_vec(&Request::Attestation) {
+            Ok(b) => b,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        let bound = match self
+            .transport
+            .request_bound(&id, body, timeout, EXPORTER_LABEL, CHANNEL_BINDING_LEN)
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        let binding = bound.channel_binding.clone();
+        let refused = |field: &str, reason: String| Outcome::Refused {
+            binding: binding.clone(),
+            field: field.to_owned(),
+            reason,
+        };
+        let evidence = match serde_json::from_slice::<Reply>(&bound.answer) {
+            Ok(Reply::Evidence { evidence }) => match hex::decode(&evidence) {
+                Ok(bytes) => bytes,
+                Err(_) => return refused("encoding", "the evidence is not hex".into()),
+            },
+            Ok(Reply::Error(e)) => {
+                return refused("evidence", format!("the peer sent no evidence: {e}"));
+            }
+            Ok(_) => return refused("evidence", "the peer answered with something else".into()),
+            Err(e) => {
+                return refused("evidence", format!("the peer's answer does not parse: {e}"));
+            }
+        };
+        let Some(leaf) = bound.peer_certificates.first() else {
+            return Outcome::Failed("the connection has no peer certificate".into());
+        };
+        let spki = match strongroom_transport::pki::public_key_of(leaf) {
+            Ok(k) => k,
+            Err(e) => return refused("peer_certificate", e.to_string()),
+        };
+        let cert_node = match strongroom_transport::pki::identity_of(leaf).map(|s| s.subject) {
+            Ok(Subject::Node(n)) => n,
+            Ok(other) => {
+                return refused(
+                    "peer_certificate",
+                    format!("the certificate names {other:?}, not a node"),
+                );
+            }
+            Err(e) => return refused("peer_certificate", e.to_string()),
+        };
+        let ctx = VerifyContext {
+            peer_spki_der: &spki,
+            peer_node_id: cert_node.as_str(),
+            cluster_id: &self.cfg.node.cluster_id,
+            channel_binding: &binding,
+            now: unix_now(),
+        };
+        match strongroom_attest::verify(&evidence, &loaded.profile, &ctx) {
+            Ok(verified) => {
+                let c = verified.claims();
+                Outcome::Admitted {
+                    binding: binding.clone(),
+                    claims: AdmittedAs {
+                        profile_id: c.profile_id.clone(),
+                        binary_sha256: c.binary_sha256.to_hex(),
+                        token: c.token.clone(),
+                    },
+                }
+            }
+            Err(e) => refused(e.field(), e.to_string()),
+        }
+    }
+
+    /// Stores an outcome, and logs and audits it when it changes what is known of the peer.
+    async fn settle_admission(&self, peer: &str, outcome: Outcome) {
+        let now = SystemTime::now();
+        let current = self.peer_channel_binding(peer);
+        let mut record = None;
+        {
+            let mut peers = lock(&self.attestation.peers);
+            let Some(p) = peers.get_mut(peer) else {
+                return;
+            };
+            match outcome {
+                Outcome::Failed(error) => {
+                    // A failed re-check does not undo a check made on the same connection:
+                    // the loop expires admissions older than the profile's max age.
+                    let kept = match &p.state {
+                        AdmissionState::Admitted { binding, .. }
+                        | AdmissionState::Refused { binding, .. } => {
+                            current.as_ref() == Some(binding)
+                        }
+                        AdmissionState::Unknown { .. } => false,
+                    };
+                    if kept {
+                        tracing::info!(peer, error = %error, "attestation re-check failed; the peer keeps its state on this connection");
+                    } else {
+                        tracing::debug!(peer, error = %error, "attestation exchange failed");
+                        p.state = AdmissionState::Unknown {
+                            last_error: Some(error),
+                            attempted: Some(Instant::now()),
+                        };
+                    }
+                }
+                Outcome::Admitted { binding, claims } => {
+                    let since = match &p.state {
+                        AdmissionState::Admitted {
+                            binding: old,
+                            since,
+                            ..
+                        } if *old == binding => *since,
+                        _ => {
+                            tracing::info!(
+                                peer,
+                                profile = %claims.profile_id,
+                                binary_sha256 = %claims.binary_sha256,
+                                token_model = %claims.token.model,
+                                "peer admitted: its attestation evidence passes the firmware profile"
+                            );
+                            now
+                        }
+                    };
+                    let entry = Recorded::Admitted {
+                        profile_id: claims.profile_id.clone(),
+                        binary_sha256: claims.binary_sha256.clone(),
+                    };
+                    if p.recorded.as_ref() != Some(&entry) {
+                        p.recorded = Some(entry);
+                        record = Some(
+                            self.event(EventKind::PeerAdmitted)
+                                .field("peer", peer)
+                                .field("check", "attestation")
+                                .field("profile_id", claims.profile_id.as_str())
+                                .field("binary_sha256", claims.binary_sha256.as_str())
+                                .field("token_manufacturer", claims.token.manufacturer.as_str())
+                                .field("token_model", claims.token.model.as_str())
+                                .field(
+                                    "token_firmware_version",
+                                    claims.token.firmware_version.as_str(),
+                                ),
+                        );
+                    }
+                    p.state = AdmissionState::Admitted {
+                        binding,
+                        claims,
+                        since,
+                        checked_at: now,
+                        checked: Instant::now(),
+                    };
+                }
+                Outcome::Refused {
+                    binding,
+                    field,
+                    reason,
+                } => {
+                    let since = match &p.state {
+                        AdmissionState::Refused {
+                            binding: old,
+                            field: old_field,
+                            since,
+                            ..
+                        } if *old == binding && *old_field == field => *since,
+                        _ => {
+                            tracing::warn!(
+                                peer,
+                                field = %field,
+                                reason = %reason,
+                                "peer refused: its attestation evidence does not pass the firmware profile; it takes part in nothing"
+                            );
+                            now
+                        }
+                    };
+                    let entry = Recorded::Refused {
+                        field: field.clone(),
+                    };
+                    if p.recorded.as_ref() != Some(&entry) {
+                        p.recorded = Some(entry);
+                        record = Some(
+                            self.event(EventKind::PeerRefused)
+                                .field("peer", peer)
+                                .field("check", "attestation")
+                                .field("field", field.as_str())
+                                .field("reason", reason.as_str()),
+                        );
+                    }
+                    p.state = AdmissionState::Refused {
+                        binding,
+                        field,
+                        reason,
+                        since,
+                        checked: Instant::now(),
+                    };
+                }
+            }
+        }
+        if let Some(event) = record {
+            self.record(event).await;
+        }
+    }
+
+    /// Each peer's admission, for `GET /v1/cluster`.
+    pub(crate) fn admission_json(&self, peer: &str) -> Value {
+        if peer == self.me {
+            return json!({"state": "self"});
+        }
+        if !self.attestation.checks_peers() {
+            return json!({"state": "certificate-only", "detail": "no firmware profile configured (dev mode): admitted on the certificate alone"});
+        }
+        let connected = self.peer_channel_binding(peer);
+        match self.attestation.state(peer) {
+            Some(AdmissionState::Admitted {
+                binding,
+                claims,
+                since,
+                checked_at,
+                ..
+            }) if connected.as_ref() == Some(&binding) => json!({
+                "state": "admitted",
+                "since_unix": unix_secs(since),
+                "checked_unix": unix_secs(checked_at),
+                "profile_id": claims.profile_id,
+                "binary_sha256": claims.binary_sha256,
+                "token": {
+                    "manufacturer": claims.token.manufacturer,
+                    "model": claims.token.model,
+                    "firmware_version": claims.token.firmware_version,
+                },
+            }),
+            Some(AdmissionState::Refused {
+                binding,
+                field,
+                reason,
+                since,
+                ..
+            }) if connected.as_ref() == Some(&binding) => json!({
+                "state": "refused",
+                "since_unix": unix_secs(since),
+                "field": field,
+                "reason": reason,
+            }),
+            Some(AdmissionState::Unknown { last_error, .. }) => {
+                json!({"state": "unknown", "last_error": last_error})
+            }
+            _ => json!({"state": "unknown", "last_error": null}),
+        }
+    }
+
+    /// This node's own attestation facts, for `GET /v1/cluster`.
+    pub(crate) fn attestation_json(&self) -> Value {
+        let profile = self.attestation.current_profile();
+        json!({
+            "profile_file": self.attestation.profile_path,
+            "profile_id": profile.as_ref().map(|p| p.profile.id.clone()),
+            "profile_mode": profile.as_ref().map(|p| p.profile.mode.as_str()),
+            "binary_sha256": self.attestation.binary.to_hex(),
+            "token": {
+                "manufacturer": self.attestation.token.manufacturer,
+                "model": self.attestation.token.model,
+                "firmware_version": self.attestation.token.firmware_version,
+            },
+            "recheck_secs": self.attestation.recheck.as_secs(),
+        })
+    }
+}
+
+/// The result of one exchange.
+#[derive(Debug)]
+enum Outcome {
+    /// No evidence could be obtained (transport).
+    Failed(String),
+    Admitted {
+        binding: Vec<u8>,
+        claims: AdmittedAs,
+    },
+    Refused {
+        binding: Vec<u8>,
+        field: String,
+        reason: String,
+    },
+}
+
+/// Attests every peer soon after it connects (and whenever its connection changes), re-checks
+/// every connected peer every `[attestation] recheck_secs` after re-reading the profile file,
+/// and expires admissions whose last check is older than the profile's `max_age_secs`.
+pub(crate) async fn admission_loop(engine: Arc<Engine>) {
+    if !engine.attestation.checks_peers() {
+        return;
+    }
+    let recheck = engine.attestation.recheck;
+    let mut last_round = Instant::now();
+    loop {
+        tokio::time::sleep(WATCH_INTERVAL).await;
+        let due = last_round.elapsed() >= recheck;
+        let changed = due && engine.attestation.reload();
+        if due {
+            last_round = Instant::now();
+        }
+        let max_age = engine
+            .attestation
+            .current_profile()
+            .map_or(Duration::from_secs(300), |p| {
+                Duration::from_secs(p.profile.freshness.max_age_secs)
+            });
+        let peers: Vec<String> = lock(&engine.attestation.peers).keys().cloned().collect();
+        for peer in peers {
+            let current = engine.peer_channel_binding(&peer);
+            let Some(state) = engine.attestation.state(&peer) else {
+                continue;
+            };
+            let needed = match (&state, &current) {
+                (_, None) => false,
+                (AdmissionState::Unknown { attempted, .. }, Some(_)) => {
+                    due || attempted.is_none_or(|at| at.elapsed() >= RETRY_AFTER)
+                }
+                (AdmissionState::Admitted { binding, .. }, Some(c))
+                | (AdmissionState::Refused { binding, .. }, Some(c))
+                    if binding != c =>
+                {
+                    true
+                }
+                _ => due || changed,
+            };
+            if let AdmissionState::Admitted { checked, .. } = &state {
+                if checked.elapsed() > max_age {
+                    tracing::warn!(
+                        peer,
+                        "the peer's last passing evidence is older than the profile's max_age_secs: not admitted until it is checked again"
+                    );
+                    if let Some(p) = lock(&engine.attestation.peers).get_mut(&peer) {
+                        p.state = AdmissionState::Unknown {
+                            last_error: Some("evidence expired".into()),
+                            attempted: None,
+                        };
+                    }
+                }
+            }
+            if !needed {
+                continue;
+            }
+            // One exchange per peer at a time; a peer being checked is skipped this round.
+            let Some(exchange) = engine.attestation.exchange_lock(&peer) else {
+                continue;
+            };
+            if exchange.try_lock().is_err() {
+                continue;
+            }
+            let engine = engine.clone();
+            let force = due || changed;
+            tokio::spawn(async move {
+                engine.attest_peer(&peer, ATTEST_TIMEOUT, force).await;
+            });
+        }
+    }
+}
