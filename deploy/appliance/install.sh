@@ -301,6 +301,14 @@ max_in_flight = 256
 # This node's policy (relative to this file). The installed one denies everything until the
 # operator writes the real one.
 file = "policy.toml"
+
+[attestation]
+# The firmware profile (relative to this file): installed from firmware-profile/appliance.toml,
+# filled in by the operator (docs/appliance-install.md, "Firmware profile"). The node refuses
+# to start on a token outside it, and admits a peer only when the peer's evidence passes it.
+profile = "firmware-profile.toml"
+# Seconds between re-checks of every peer (and re-reads of the profile file).
+recheck_secs = 60
 EOF
 }
 node_toml | put 0640 /etc/strongroom/node.toml.example

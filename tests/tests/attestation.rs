@@ -287,8 +287,22 @@ async fn a_peer_whose_binary_is_not_in_the_profile_is_refused_until_its_digest_i
                 .any(|l| l.contains("peer refused") && l.contains("binary_sha256")),
             "node {node} did not log the refusal"
         );
-        let refused = audit_entries(&cluster.database_url(node), "peer_refused", "node-3").await;
-        let last = refused.last().expect("no peer_refused entry for node-3");
+        // The entry is appended right after the state changes.
+        let url = cluster.database_url(node);
+        let last = eventually(
+            "a peer_refused audit entry for node-3",
+            Duration::from_secs(10),
+            || {
+                let url = url.clone();
+                async move {
+                    audit_entries(&url, "peer_refused", "node-3")
+                        .await
+                        .last()
+                        .cloned()
+                }
+            },
+        )
+        .await;
         assert_eq!(last["field"], "binary_sha256", "{last}");
         assert!(
             last["reason"]
@@ -351,13 +365,22 @@ async fn a_peer_whose_binary_is_not_in_the_profile_is_refused_until_its_digest_i
     for node in [0, 1] {
         let a = wait_admission(&api, node, "node-3", "admitted").await;
         assert_eq!(a["binary_sha256"], other_digest.to_hex(), "{a}");
-        let admitted = audit_entries(&cluster.database_url(node), "peer_admitted", "node-3").await;
-        assert!(
-            admitted
-                .iter()
-                .any(|f| f["binary_sha256"] == other_digest.to_hex()),
-            "node {node} did not audit node-3's admission: {admitted:?}"
-        );
+        let url = cluster.database_url(node);
+        let want = other_digest.to_hex();
+        eventually(
+            "a peer_admitted audit entry for node-3's new binary",
+            Duration::from_secs(10),
+            || {
+                let (url, want) = (url.clone(), want.clone());
+                async move {
+                    audit_entries(&url, "peer_admitted", "node-3")
+                        .await
+                        .into_iter()
+                        .find(|f| f["binary_sha256"] == want.as_str())
+                }
+            },
+        )
+        .await;
     }
     // node-3 takes part again: key generation needs all three.
     let created = api

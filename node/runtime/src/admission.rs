@@ -71,7 +71,7 @@ pub enum AttestationStartError {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: ProfileError,
+        source: Box<ProfileError>,
     },
     /// A `dev` profile on a node outside dev mode.
     #[error(
@@ -99,7 +99,7 @@ pub enum AttestationStartError {
         /// The profile field that did not match, e.g. `token.manufacturer`.
         field: &'static str,
         /// What the token reports and what the profile accepts.
-        source: SelfCheckError,
+        source: Box<SelfCheckError>,
     },
     /// The node's own binary cannot be read.
     #[error(
@@ -257,17 +257,17 @@ fn load_checked(
 ) -> Result<LoadedProfile, AttestationStartError> {
     let bytes = std::fs::read(path).map_err(|source| AttestationStartError::Profile {
         path: path.to_owned(),
-        source: ProfileError::Io {
+        source: Box::new(ProfileError::Io {
             path: path.to_owned(),
             source,
-        },
+        }),
     })?;
     let file_digest = Sha256Digest::of(&bytes);
     let profile =
         FirmwareProfile::from_toml_str(&String::from_utf8_lossy(&bytes)).map_err(|source| {
             AttestationStartError::Profile {
                 path: path.to_owned(),
-                source,
+                source: Box::new(source),
             }
         })?;
     if profile.is_dev() && !dev_mode {
@@ -280,7 +280,7 @@ fn load_checked(
         AttestationStartError::SelfCheck {
             path: path.to_owned(),
             field: source.field(),
-            source,
+            source: Box::new(source),
         }
     })?;
     Ok(LoadedProfile {
@@ -299,7 +299,7 @@ pub fn check_profile(
     };
     let profile = FirmwareProfile::load(path).map_err(|source| AttestationStartError::Profile {
         path: path.clone(),
-        source,
+        source: Box::new(source),
     })?;
     if profile.is_dev() && !config.node.dev_mode {
         return Err(AttestationStartError::DevProfile {
@@ -347,6 +347,13 @@ impl Attestation {
                     token = %format!("{} {} {}", identity.manufacturer, identity.model, identity.firmware_version),
                     "firmware profile loaded; this node's token passes it"
                 );
+                if recheck.as_secs() >= loaded.profile.freshness.max_age_secs {
+                    tracing::warn!(
+                        recheck_secs = recheck.as_secs(),
+                        max_age_secs = loaded.profile.freshness.max_age_secs,
+                        "[attestation] recheck_secs is not below the profile's freshness.max_age_secs: admissions expire between re-checks; lower recheck_secs"
+                    );
+                }
                 let unfilled = loaded.profile.unfilled_fields();
                 if !unfilled.is_empty() {
                     tracing::error!(

@@ -18,10 +18,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use deadpool_postgres::Transaction;
 use serde_json::{Map, Value};
 use strongroom_audit::encoding::canonical_json;
 use strongroom_audit::{AuditEntry, AuditEvent, AuditKey, Checkpoint, EventKind};
-use tokio_postgres::{Row, Transaction};
+use tokio_postgres::Row;
 
 use crate::{Store, StoreError};
 
@@ -113,7 +114,10 @@ impl Store {
     ) -> Result<AuditEntry, StoreError> {
         let head = tx
             .query_one(
-                "SELECT next_seq, head_hash FROM audit_head WHERE id FOR UPDATE",
+                &tx.prepare_cached(
+                    "SELECT next_seq, head_hash FROM audit_head WHERE id FOR UPDATE",
+                )
+                .await?,
                 &[],
             )
             .await?;
@@ -134,11 +138,14 @@ impl Store {
         let next = next_seq
             .checked_add(1)
             .ok_or_else(|| StoreError::Refused("the audit log is full".into()))?;
+        // The entry and the new head in one statement (one round trip).
         tx.execute(
-            &format!(
-                "INSERT INTO audit_entries ({ENTRY_COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-            ),
+            &tx.prepare_cached(&format!(
+                "WITH entry AS (INSERT INTO audit_entries ({ENTRY_COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)) \
+                 UPDATE audit_head SET next_seq = $10, head_hash = $9 WHERE id"
+            ))
+            .await?,
             &[
                 &next_seq,
                 &time,
@@ -149,12 +156,8 @@ impl Store {
                 &hmacs,
                 &entry.prev_hash.as_slice(),
                 &entry.hash.as_slice(),
+                &next,
             ],
-        )
-        .await?;
-        tx.execute(
-            "UPDATE audit_head SET next_seq = $1, head_hash = $2 WHERE id",
-            &[&next, &entry.hash.as_slice()],
         )
         .await?;
         Ok(entry)
@@ -176,7 +179,7 @@ impl Store {
     ///
     /// ```text
     /// store.with_audit(event, |tx| Box::pin(async move {
-    ///     tx.execute("UPDATE ...", &[...]).await?;
+    ///     tx.execute(&tx.prepare_cached("UPDATE ...").await?, &[...]).await?;
     ///     Ok::<_, StoreError>(())
     /// })).await?;
     /// ```
@@ -207,10 +210,12 @@ impl Store {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                &format!(
-                    "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq BETWEEN $1 AND $2 \
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq BETWEEN $1 AND $2 \
                      ORDER BY seq LIMIT $3"
-                ),
+                    ))
+                    .await?,
                 &[&clamp_i64(from_seq), &clamp_i64(to_seq), &i64::from(limit)],
             )
             .await?;
@@ -226,10 +231,12 @@ impl Store {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                &format!(
-                    "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints \
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints \
                      WHERE seq BETWEEN $1 AND $2 ORDER BY seq"
-                ),
+                    ))
+                    .await?,
                 &[&clamp_i64(from_seq), &clamp_i64(to_seq)],
             )
             .await?;
@@ -243,7 +250,12 @@ impl Store {
         let client = self.pool.get().await?;
         let seq = to_i64(checkpoint.seq, "checkpoint seq")?;
         let row = client
-            .query_opt("SELECT hash FROM audit_entries WHERE seq = $1", &[&seq])
+            .query_opt(
+                &client
+                    .prepare_cached("SELECT hash FROM audit_entries WHERE seq = $1")
+                    .await?,
+                &[&seq],
+            )
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("audit entry seq {seq}")))?;
         let hash = hash32(row.get(0), "audit entry hash")?;
@@ -256,10 +268,12 @@ impl Store {
         }
         let n = client
             .execute(
-                &format!(
-                    "INSERT INTO audit_checkpoints ({CHECKPOINT_COLUMNS}) \
+                &client
+                    .prepare_cached(&format!(
+                        "INSERT INTO audit_checkpoints ({CHECKPOINT_COLUMNS}) \
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (seq) DO NOTHING"
-                ),
+                    ))
+                    .await?,
                 &[
                     &seq,
                     &checkpoint.cluster_id,
@@ -277,14 +291,19 @@ impl Store {
     pub async fn audit_head(&self) -> Result<AuditHead, StoreError> {
         let client = self.pool.get().await?;
         let head = client
-            .query_one("SELECT next_seq, head_hash FROM audit_head WHERE id", &[])
+            .query_one(
+                &client
+                    .prepare_cached("SELECT next_seq, head_hash FROM audit_head WHERE id")
+                    .await?,
+                &[],
+            )
             .await?;
         let next_seq: i64 = head.get(0);
         let last = client
             .query_opt(
-                &format!(
+                &client.prepare_cached(&format!(
                     "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"
-                ),
+                )).await?,
                 &[],
             )
             .await?;

@@ -366,7 +366,7 @@ impl Store {
         let client = self.pool.get().await?;
         let n = client
             .execute(
-                "INSERT INTO used_session_ids (session_id, kind) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &client.prepare_cached("INSERT INTO used_session_ids (session_id, kind) VALUES ($1, $2) ON CONFLICT DO NOTHING").await?,
                 &[&session_id.as_slice(), &kind],
             )
             .await?;
@@ -378,7 +378,9 @@ impl Store {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "SELECT 1 FROM used_session_ids WHERE session_id = $1",
+                &client
+                    .prepare_cached("SELECT 1 FROM used_session_ids WHERE session_id = $1")
+                    .await?,
                 &[&session_id.as_slice()],
             )
             .await?;
@@ -389,7 +391,12 @@ impl Store {
     pub async fn meta(&self, name: &str) -> Result<i64, StoreError> {
         let client = self.pool.get().await?;
         let row = client
-            .query_opt("SELECT value FROM node_meta WHERE name = $1", &[&name])
+            .query_opt(
+                &client
+                    .prepare_cached("SELECT value FROM node_meta WHERE name = $1")
+                    .await?,
+                &[&name],
+            )
             .await?;
         Ok(row.map(|r| r.get(0)).unwrap_or(0))
     }
@@ -399,8 +406,12 @@ impl Store {
         let client = self.pool.get().await?;
         client
             .execute(
-                "INSERT INTO node_meta (name, value) VALUES ($1, $2) \
+                &client
+                    .prepare_cached(
+                        "INSERT INTO node_meta (name, value) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                    )
+                    .await?,
                 &[&name, &value],
             )
             .await?;
@@ -412,7 +423,7 @@ impl Store {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
-                "INSERT INTO sealed_primes (origin, sealed) VALUES ($1, $2) RETURNING primes_id",
+                &client.prepare_cached("INSERT INTO sealed_primes (origin, sealed) VALUES ($1, $2) RETURNING primes_id").await?,
                 &[&origin.as_str(), &sealed],
             )
             .await?;
@@ -424,7 +435,9 @@ impl Store {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
-                "SELECT count(*) FROM sealed_primes WHERE used_at IS NULL",
+                &client
+                    .prepare_cached("SELECT count(*) FROM sealed_primes WHERE used_at IS NULL")
+                    .await?,
                 &[],
             )
             .await?;
@@ -437,8 +450,11 @@ impl Store {
         let tx = client.transaction().await?;
         let row = tx
             .query_opt(
-                "SELECT primes_id, origin, sealed FROM sealed_primes WHERE used_at IS NULL \
+                &tx.prepare_cached(
+                    "SELECT primes_id, origin, sealed FROM sealed_primes WHERE used_at IS NULL \
                  ORDER BY primes_id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                )
+                .await?,
                 &[],
             )
             .await?;
@@ -450,7 +466,8 @@ impl Store {
         let origin = PrimesOrigin::parse(&origin)
             .ok_or_else(|| StoreError::Refused(format!("unknown primes origin {origin:?}")))?;
         tx.execute(
-            "UPDATE sealed_primes SET used_at = now() WHERE primes_id = $1",
+            &tx.prepare_cached("UPDATE sealed_primes SET used_at = now() WHERE primes_id = $1")
+                .await?,
             &[&primes_id],
         )
         .await?;
@@ -472,7 +489,11 @@ impl Store {
         let client = self.pool.get().await?;
         client
             .execute(
-                "INSERT INTO aux_info (aux_id, participants, sealed) VALUES ($1, $2, $3)",
+                &client
+                    .prepare_cached(
+                        "INSERT INTO aux_info (aux_id, participants, sealed) VALUES ($1, $2, $3)",
+                    )
+                    .await?,
                 &[&aux_id, &participants, &sealed],
             )
             .await?;
@@ -484,7 +505,7 @@ impl Store {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "SELECT aux_id, participants, sealed FROM aux_info ORDER BY created_at DESC LIMIT 1",
+                &client.prepare_cached("SELECT aux_id, participants, sealed FROM aux_info ORDER BY created_at DESC LIMIT 1").await?,
                 &[],
             )
             .await?;
@@ -506,8 +527,12 @@ impl Store {
         let client = self.pool.get().await?;
         let n = client
             .execute(
-                "INSERT INTO keys (key_id, name, threshold, participants, state) \
+                &client
+                    .prepare_cached(
+                        "INSERT INTO keys (key_id, name, threshold, participants, state) \
                  VALUES ($1, $2, $3, $4, 'generating') ON CONFLICT DO NOTHING",
+                    )
+                    .await?,
                 &[&key_id, &name, &i32::from(threshold), &participants],
             )
             .await?;
@@ -526,9 +551,9 @@ impl Store {
         let tx = client.transaction().await?;
         let row = tx
             .query_opt(
-                "UPDATE keys SET state = 'ready', public_key = $2, chain_code = $3, sealed_share = $4, \
+                &tx.prepare_cached("UPDATE keys SET state = 'ready', public_key = $2, chain_code = $3, sealed_share = $4, \
                  error = NULL, updated_at = now() WHERE key_id = $1 AND state = 'generating' \
-                 RETURNING name, threshold, participants",
+                 RETURNING name, threshold, participants").await?,
                 &[&key_id, &public_key, &chain_code, &sealed_share],
             )
             .await?;
@@ -559,8 +584,11 @@ impl Store {
         let tx = client.transaction().await?;
         let n = tx
             .execute(
-                "UPDATE keys SET state = 'failed', error = $2, updated_at = now() \
+                &tx.prepare_cached(
+                    "UPDATE keys SET state = 'failed', error = $2, updated_at = now() \
                  WHERE key_id = $1 AND state = 'generating'",
+                )
+                .await?,
                 &[&key_id, &error],
             )
             .await?;
@@ -579,8 +607,8 @@ impl Store {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "SELECT key_id, name, threshold, participants, state, public_key, chain_code, \
-                 sealed_share, error FROM keys WHERE key_id = $1",
+                &client.prepare_cached("SELECT key_id, name, threshold, participants, state, public_key, chain_code, \
+                 sealed_share, error FROM keys WHERE key_id = $1").await?,
                 &[&key_id],
             )
             .await?;
@@ -592,8 +620,8 @@ impl Store {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT key_id, name, threshold, participants, state, public_key, chain_code, \
-                 sealed_share, error FROM keys ORDER BY created_at, key_id",
+                &client.prepare_cached("SELECT key_id, name, threshold, participants, state, public_key, chain_code, \
+                 sealed_share, error FROM keys ORDER BY created_at, key_id").await?,
                 &[],
             )
             .await?;
@@ -605,8 +633,8 @@ impl Store {
         let client = self.pool.get().await?;
         client
             .execute(
-                "INSERT INTO presignatures (presig_id, key_id, signer_set, state, sealed, public_data, generation) \
-                 VALUES ($1, $2, $3, 'available', $4, $5, $6)",
+                &client.prepare_cached("INSERT INTO presignatures (presig_id, key_id, signer_set, state, sealed, public_data, generation) \
+                 VALUES ($1, $2, $3, 'available', $4, $5, $6)").await?,
                 &[&p.presig_id, &p.key_id, &p.signer_set, &p.sealed, &p.public_data, &p.generation],
             )
             .await?;
@@ -618,11 +646,15 @@ impl Store {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT key_id, signer_set, \
+                &client
+                    .prepare_cached(
+                        "SELECT key_id, signer_set, \
                    count(*) FILTER (WHERE state = 'available'), \
                    count(*) FILTER (WHERE state = 'reserved'), \
                    count(*) FILTER (WHERE state = 'consumed') \
                  FROM presignatures GROUP BY key_id, signer_set ORDER BY key_id, signer_set",
+                    )
+                    .await?,
                 &[],
             )
             .await?;
@@ -643,8 +675,12 @@ impl Store {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT signer_set, count(*) FROM presignatures \
+                &client
+                    .prepare_cached(
+                        "SELECT signer_set, count(*) FROM presignatures \
                  WHERE key_id = $1 AND state = 'available' GROUP BY signer_set",
+                    )
+                    .await?,
                 &[&key_id],
             )
             .await?;
@@ -661,8 +697,12 @@ impl Store {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "SELECT presig_id FROM presignatures WHERE key_id = $1 AND signer_set = $2 \
+                &client
+                    .prepare_cached(
+                        "SELECT presig_id FROM presignatures WHERE key_id = $1 AND signer_set = $2 \
                  AND state = 'available' ORDER BY created_at, presig_id LIMIT 1",
+                    )
+                    .await?,
                 &[&key_id, &signer_set],
             )
             .await?;
@@ -677,8 +717,12 @@ impl Store {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "SELECT presig_id, key_id, signer_set, state, request_id, public_data \
+                &client
+                    .prepare_cached(
+                        "SELECT presig_id, key_id, signer_set, state, request_id, public_data \
                  FROM presignatures WHERE presig_id = $1",
+                    )
+                    .await?,
                 &[&presig_id],
             )
             .await?;
@@ -703,13 +747,13 @@ impl Store {
         let tx = client.transaction().await?;
         let row = tx
             .query_opt(
-                "UPDATE presignatures p SET state = 'reserved', request_id = $2, reserved_at = now(), \
+                &tx.prepare_cached("UPDATE presignatures p SET state = 'reserved', request_id = $2, reserved_at = now(), \
                  updated_at = now() \
                  FROM (SELECT presig_id, state AS old_state FROM presignatures \
                        WHERE presig_id = $1 FOR UPDATE) o \
                  WHERE p.presig_id = o.presig_id \
                  AND (o.old_state = 'available' OR (o.old_state = 'reserved' AND p.request_id = $2)) \
-                 RETURNING o.old_state, p.key_id, p.signer_set",
+                 RETURNING o.old_state, p.key_id, p.signer_set").await?,
                 &[&presig_id, &request_id],
             )
             .await?;
@@ -760,7 +804,7 @@ impl Store {
         let tx = client.transaction().await?;
         let row = tx
             .query_opt(
-                "SELECT state, request_id, sealed FROM presignatures WHERE presig_id = $1 FOR UPDATE",
+                &tx.prepare_cached("SELECT state, request_id, sealed FROM presignatures WHERE presig_id = $1 FOR UPDATE").await?,
                 &[&presig_id],
             )
             .await?
@@ -791,8 +835,11 @@ impl Store {
             .await
             .map_err(|e| StoreError::Aborted(e.to_string()))?;
         tx.execute(
-            "UPDATE presignatures SET state = 'consumed', request_id = $2, sealed = NULL, \
+            &tx.prepare_cached(
+                "UPDATE presignatures SET state = 'consumed', request_id = $2, sealed = NULL, \
              nonce_point = $3, message = $4, counter = $5, updated_at = now() WHERE presig_id = $1",
+            )
+            .await?,
             &[
                 &presig_id,
                 &request_id,
@@ -803,8 +850,11 @@ impl Store {
         )
         .await?;
         tx.execute(
-            "INSERT INTO node_meta (name, value) VALUES ('consumption_counter', $1) \
+            &tx.prepare_cached(
+                "INSERT INTO node_meta (name, value) VALUES ('consumption_counter', $1) \
              ON CONFLICT (name) DO UPDATE SET value = GREATEST(node_meta.value, EXCLUDED.value)",
+            )
+            .await?,
             &[&counter],
         )
         .await?;
@@ -835,8 +885,8 @@ impl Store {
         let tx = client.transaction().await?;
         let n = tx
             .execute(
-                "UPDATE presignatures SET state = 'discarded', sealed = NULL, updated_at = now() \
-                 WHERE state IN ('available', 'reserved')",
+                &tx.prepare_cached("UPDATE presignatures SET state = 'discarded', sealed = NULL, updated_at = now() \
+                 WHERE state IN ('available', 'reserved')").await?,
                 &[],
             )
             .await?;
@@ -864,8 +914,8 @@ impl Store {
         let tx = client.transaction().await?;
         let n = tx
             .execute(
-                "UPDATE presignatures SET state = 'discarded', sealed = NULL, updated_at = now() \
-                 WHERE presig_id = $1 AND (state = 'available' OR (state = 'reserved' AND request_id = $2))",
+                &tx.prepare_cached("UPDATE presignatures SET state = 'discarded', sealed = NULL, updated_at = now() \
+                 WHERE presig_id = $1 AND (state = 'available' OR (state = 'reserved' AND request_id = $2))").await?,
                 &[&presig_id, &request_id],
             )
             .await?;
@@ -894,12 +944,12 @@ impl Store {
         let tx = client.transaction().await?;
         let row = tx
             .query_opt(
-                "UPDATE presignatures SET state = 'reserved', request_id = $3, reserved_at = now(), \
+                &tx.prepare_cached("UPDATE presignatures SET state = 'reserved', request_id = $3, reserved_at = now(), \
                  updated_at = now() WHERE presig_id = ( \
                    SELECT presig_id FROM presignatures WHERE key_id = $1 AND signer_set = $2 \
                    AND state = 'available' ORDER BY created_at, presig_id LIMIT 1 \
                    FOR UPDATE SKIP LOCKED) \
-                 RETURNING presig_id",
+                 RETURNING presig_id").await?,
                 &[&key_id, &signer_set, &request_id],
             )
             .await?;
@@ -928,9 +978,9 @@ impl Store {
         let secs = age.as_secs_f64();
         let rows = tx
             .query(
-                "UPDATE presignatures SET state = 'discarded', sealed = NULL, updated_at = now() \
+                &tx.prepare_cached("UPDATE presignatures SET state = 'discarded', sealed = NULL, updated_at = now() \
                  WHERE state = 'reserved' AND reserved_at <= now() - make_interval(secs => $1) \
-                 RETURNING presig_id, request_id",
+                 RETURNING presig_id, request_id").await?,
                 &[&secs],
             )
             .await?;
@@ -965,7 +1015,11 @@ impl Store {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "SELECT aux_id, participants, sealed FROM aux_info WHERE aux_id = $1",
+                &client
+                    .prepare_cached(
+                        "SELECT aux_id, participants, sealed FROM aux_info WHERE aux_id = $1",
+                    )
+                    .await?,
                 &[&aux_id],
             )
             .await?;
@@ -982,9 +1036,9 @@ impl Store {
         let tx = client.transaction().await?;
         let n = tx
             .execute(
-                "INSERT INTO signatures (request_id, input_index, key_id, presig_id, path, sighash, r, s, \
+                &tx.prepare_cached("INSERT INTO signatures (request_id, input_index, key_id, presig_id, path, sighash, r, s, \
                  nonce_point, signers, mode) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING").await?,
                 &[
                     &s.request_id, &s.input_index, &s.key_id, &s.presig_id, &s.path, &s.sighash,
                     &s.r, &s.s, &s.nonce_point, &s.signers, &s.mode,

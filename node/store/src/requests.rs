@@ -224,11 +224,12 @@ impl Store {
         let tx = client.transaction().await?;
         let inserted = tx
             .query_opt(
-                &format!(
+                &tx.prepare_cached(&format!(
                     "INSERT INTO sign_requests (request_id, key_id, digest, psbt, memo, submitter, \
                      state, summary) VALUES ($1, $2, $3, $4, $5, $6, 'voting', $7) \
                      ON CONFLICT DO NOTHING RETURNING {REQUEST_COLUMNS}"
-                ),
+                ))
+                .await?,
                 &[
                     &r.request_id,
                     &r.key_id,
@@ -271,9 +272,9 @@ impl Store {
         // concurrent insert committed.
         let existing = client
             .query_opt(
-                &format!(
+                &client.prepare_cached(&format!(
                     "SELECT {REQUEST_COLUMNS} FROM sign_requests WHERE key_id = $1 AND digest = $2"
-                ),
+                )).await?,
                 &[&r.key_id, &r.digest],
             )
             .await?;
@@ -294,7 +295,11 @@ impl Store {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                &format!("SELECT {REQUEST_COLUMNS} FROM sign_requests WHERE request_id = $1"),
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {REQUEST_COLUMNS} FROM sign_requests WHERE request_id = $1"
+                    ))
+                    .await?,
                 &[&request_id],
             )
             .await?;
@@ -312,11 +317,11 @@ impl Store {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                &format!(
+                &client.prepare_cached(&format!(
                     "SELECT {REQUEST_COLUMNS} FROM sign_requests \
                      WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR submitter = $2) \
                      ORDER BY created_at DESC, request_id DESC LIMIT $3"
-                ),
+                )).await?,
                 &[&state, &submitter, &limit.max(0)],
             )
             .await?;
@@ -363,11 +368,14 @@ impl Store {
         let tx = client.transaction().await?;
         let changed = tx
             .query_opt(
-                "UPDATE sign_requests s SET state = $2, error = $3, updated_at = now() \
+                &tx.prepare_cached(
+                    "UPDATE sign_requests s SET state = $2, error = $3, updated_at = now() \
                  FROM (SELECT request_id, state AS old_state FROM sign_requests \
                        WHERE request_id = $1 FOR UPDATE) o \
                  WHERE s.request_id = o.request_id AND o.old_state = ANY($4) \
                  RETURNING o.old_state",
+                )
+                .await?,
                 &[&request_id, &to, &error, &from],
             )
             .await?;
@@ -390,7 +398,9 @@ impl Store {
         drop(tx);
         let exists = client
             .query_opt(
-                "SELECT 1 FROM sign_requests WHERE request_id = $1",
+                &client
+                    .prepare_cached("SELECT 1 FROM sign_requests WHERE request_id = $1")
+                    .await?,
                 &[&request_id],
             )
             .await?
@@ -417,8 +427,11 @@ impl Store {
         let tx = client.transaction().await?;
         let row = tx
             .query_opt(
-                "SELECT state, signed_psbt, tx_hex FROM sign_requests WHERE request_id = $1 \
+                &tx.prepare_cached(
+                    "SELECT state, signed_psbt, tx_hex FROM sign_requests WHERE request_id = $1 \
                  FOR UPDATE",
+                )
+                .await?,
                 &[&request_id],
             )
             .await?
@@ -441,8 +454,11 @@ impl Store {
             }
         }
         tx.execute(
-            "UPDATE sign_requests SET state = 'signed', signed_psbt = $2, tx_hex = $3, \
+            &tx.prepare_cached(
+                "UPDATE sign_requests SET state = 'signed', signed_psbt = $2, tx_hex = $3, \
              error = NULL, updated_at = now() WHERE request_id = $1",
+            )
+            .await?,
             &[&request_id, &signed_psbt, &tx_hex],
         )
         .await?;
@@ -496,14 +512,14 @@ impl Store {
         let tx = client.transaction().await?;
         let n = tx
             .execute(
-                "INSERT INTO votes (request_id, node_id, decision, reasons, policy_hash, entropy, \
+                &tx.prepare_cached("INSERT INTO votes (request_id, node_id, decision, reasons, policy_hash, entropy, \
                  signed_vote, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT (request_id, node_id) DO UPDATE SET decision = excluded.decision, \
                  reasons = excluded.reasons, policy_hash = excluded.policy_hash, \
                  entropy = excluded.entropy, signed_vote = excluded.signed_vote, \
                  signature = excluded.signature, received_at = now() \
                  WHERE votes.decision = 'needs_approvals' \
-                 AND votes.signed_vote <> excluded.signed_vote",
+                 AND votes.signed_vote <> excluded.signed_vote").await?,
                 &[
                     &v.request_id,
                     &v.node_id,
@@ -547,7 +563,11 @@ impl Store {
         drop(tx);
         let row = client
             .query_opt(
-                &format!("SELECT {VOTE_COLUMNS} FROM votes WHERE request_id = $1 AND node_id = $2"),
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {VOTE_COLUMNS} FROM votes WHERE request_id = $1 AND node_id = $2"
+                    ))
+                    .await?,
                 &[&v.request_id, &v.node_id],
             )
             .await?
@@ -580,7 +600,11 @@ impl Store {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                &format!("SELECT {VOTE_COLUMNS} FROM votes WHERE request_id = $1 ORDER BY node_id"),
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {VOTE_COLUMNS} FROM votes WHERE request_id = $1 ORDER BY node_id"
+                    ))
+                    .await?,
                 &[&request_id],
             )
             .await?;
@@ -600,8 +624,11 @@ impl Store {
         let tx = client.transaction().await?;
         let n = tx
             .execute(
-                "INSERT INTO approvals (request_id, approver, signature) VALUES ($1, $2, $3) \
+                &tx.prepare_cached(
+                    "INSERT INTO approvals (request_id, approver, signature) VALUES ($1, $2, $3) \
                  ON CONFLICT (request_id, approver) DO NOTHING",
+                )
+                .await?,
                 &[&request_id, &approver, &signature],
             )
             .await
@@ -629,8 +656,12 @@ impl Store {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT request_id, approver, signature, verified_at FROM approvals \
+                &client
+                    .prepare_cached(
+                        "SELECT request_id, approver, signature, verified_at FROM approvals \
                  WHERE request_id = $1 ORDER BY approver",
+                    )
+                    .await?,
                 &[&request_id],
             )
             .await?;
@@ -657,9 +688,13 @@ impl Store {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT created_at, COALESCE((summary->>'spend_sat')::bigint, 0) \
+                &client
+                    .prepare_cached(
+                        "SELECT created_at, COALESCE((summary->>'spend_sat')::bigint, 0) \
                  FROM sign_requests WHERE key_id = $1 AND state = ANY($2) AND created_at >= $3 \
                  ORDER BY created_at",
+                    )
+                    .await?,
                 &[&key_id, &states, &since],
             )
             .await?;
@@ -678,10 +713,12 @@ impl Store {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                &format!(
-                    "SELECT {REQUEST_COLUMNS} FROM sign_requests \
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {REQUEST_COLUMNS} FROM sign_requests \
                      WHERE state = ANY($1) AND updated_at < $2 ORDER BY updated_at LIMIT $3"
-                ),
+                    ))
+                    .await?,
                 &[&states, &before, &limit.max(0)],
             )
             .await?;
@@ -701,8 +738,12 @@ impl Store {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
-                "SELECT COALESCE(sum((summary->>'spend_sat')::bigint), 0)::bigint \
+                &client
+                    .prepare_cached(
+                        "SELECT COALESCE(sum((summary->>'spend_sat')::bigint), 0)::bigint \
                  FROM sign_requests WHERE key_id = $1 AND state = ANY($2) AND created_at >= $3",
+                    )
+                    .await?,
                 &[&key_id, &states, &since],
             )
             .await?;
