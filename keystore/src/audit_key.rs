@@ -89,12 +89,10 @@ impl Token {
         let mac = self.with_session("audit HMAC", |s| {
             s.sign(&Mechanism::Sha256Hmac, key, message)
         })?;
-        mac.as_slice()
-            .try_into()
-            .map_err(|_| Error::BadHmacLength {
-                token: self.label().to_owned(),
-                len: mac.len(),
-            })
+        mac.as_slice().try_into().map_err(|_| Error::BadHmacLength {
+            token: self.label().to_owned(),
+            len: mac.len(),
+        })
     }
 
     /// The mechanisms the token lists (`CKM_*` names), for the start-up check against the

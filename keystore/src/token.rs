@@ -388,6 +388,10 @@ impl Token {
             (kek_created, identity_created)
         };
         let token = Self::from_connection(conn)?;
+        // The audit HMAC key too, so that a node's start-up only finds it (creating token
+        // objects while other processes open the same token store is what SoftHSM handles
+        // worst).
+        token.ensure_audit_key()?;
         let kek_versions = token.kek_versions();
         Ok((
             token,

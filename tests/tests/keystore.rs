@@ -55,7 +55,10 @@ fn audit_hmac_key_lives_in_the_token_and_is_stable() {
     // The token lists the mechanisms the firmware profile checks.
     let mechanisms = token.mechanisms().unwrap();
     for m in ["CKM_SHA256_HMAC", "CKM_AES_GCM", "CKM_ECDSA"] {
-        assert!(mechanisms.iter().any(|x| x == m), "{m} not in {mechanisms:?}");
+        assert!(
+            mechanisms.iter().any(|x| x == m),
+            "{m} not in {mechanisms:?}"
+        );
     }
 }
 

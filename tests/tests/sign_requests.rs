@@ -680,8 +680,10 @@ fn audit_bundle_verifies_and_tampering_is_named(
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let kinds: std::collections::BTreeSet<&str> =
-        entries.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds: std::collections::BTreeSet<&str> = entries
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     for kind in [
         "node_started",
         "config_loaded",
@@ -697,7 +699,11 @@ fn audit_bundle_verifies_and_tampering_is_named(
         "partial_released",
         "audit_exported",
     ] {
-        assert!(kinds.contains(kind), "node {} recorded no {kind}: {kinds:?}", node + 1);
+        assert!(
+            kinds.contains(kind),
+            "node {} recorded no {kind}: {kinds:?}",
+            node + 1
+        );
     }
     // The refused approvals were sent to node-2, which recorded them.
     if node == 1 {
@@ -705,11 +711,17 @@ fn audit_bundle_verifies_and_tampering_is_named(
     }
     // Node-3 was restarted with another policy: its log shows both starts.
     if node == 2 {
-        let starts = entries.iter().filter(|e| e["kind"] == "node_started").count();
+        let starts = entries
+            .iter()
+            .filter(|e| e["kind"] == "node_started")
+            .count();
         assert!(starts >= 2, "node-3 restarted but recorded {starts} starts");
     }
     // The log never holds a PSBT in clear, only its HMAC.
-    assert!(!entries_text.contains(psbt), "a PSBT is in the audit log in clear");
+    assert!(
+        !entries_text.contains(psbt),
+        "a PSBT is in the audit log in clear"
+    );
     let received = entries
         .iter()
         .find(|e| e["kind"] == "sign_request_received")
@@ -721,7 +733,13 @@ fn audit_bundle_verifies_and_tampering_is_named(
     let verify = |path: &std::path::Path| {
         strongroom_cli(
             cluster,
-            &["audit", "verify", path.to_str().unwrap(), "--ca", ca.to_str().unwrap()],
+            &[
+                "audit",
+                "verify",
+                path.to_str().unwrap(),
+                "--ca",
+                ca.to_str().unwrap(),
+            ],
         )
     };
     let (code, report) = verify(&bundle);
@@ -745,7 +763,12 @@ fn audit_bundle_verifies_and_tampering_is_named(
     };
     let failure_of = |path: &std::path::Path| {
         let (code, report) = verify(path);
-        assert_eq!(code, 1, "tampered bundle {} verified: {report}", path.display());
+        assert_eq!(
+            code,
+            1,
+            "tampered bundle {} verified: {report}",
+            path.display()
+        );
         assert_eq!(report["ok"], false, "{report}");
         report["failure"].clone()
     };
@@ -771,7 +794,10 @@ fn audit_bundle_verifies_and_tampering_is_named(
     let failure = failure_of(&tampered("deleted", deleted));
     assert_eq!(failure["code"], "sequence_break", "{failure}");
     assert!(
-        failure["reason"].as_str().unwrap().contains(&gone["seq"].to_string()),
+        failure["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&gone["seq"].to_string()),
         "{failure}"
     );
 
@@ -791,10 +817,7 @@ fn audit_bundle_verifies_and_tampering_is_named(
         .collect();
     let last = cps.last_mut().unwrap();
     let sig = last["signature"].as_str().unwrap();
-    let forged: String = sig
-        .chars()
-        .rev()
-        .collect::<String>();
+    let forged: String = sig.chars().rev().collect::<String>();
     last["signature"] = Value::String(forged);
     let forged_seq = last["seq"].clone();
     let text: String = cps

@@ -380,11 +380,25 @@ async fn the_stores_own_state_changes_are_recorded() {
         node_id: NODE.into(),
         key: Arc::new(SoftwareAuditKey::new([9; 32])),
     });
-    assert!(s.insert_key("k1", "treasury", 2, &["node-1".into(), "node-2".into()]).await.unwrap());
-    s.mark_key_ready("k1", &[2; 33], &[3; 32], b"sealed").await.unwrap();
+    assert!(
+        s.insert_key("k1", "treasury", 2, &["node-1".into(), "node-2".into()])
+            .await
+            .unwrap()
+    );
+    s.mark_key_ready("k1", &[2; 33], &[3; 32], b"sealed")
+        .await
+        .unwrap();
     // Not generating any more: refused, and nothing recorded.
-    assert!(s.mark_key_ready("k1", &[2; 33], &[3; 32], b"sealed").await.is_err());
-    assert!(s.insert_key("k2", "ops", 2, &["node-1".into(), "node-2".into()]).await.unwrap());
+    assert!(
+        s.mark_key_ready("k1", &[2; 33], &[3; 32], b"sealed")
+            .await
+            .is_err()
+    );
+    assert!(
+        s.insert_key("k2", "ops", 2, &["node-1".into(), "node-2".into()])
+            .await
+            .unwrap()
+    );
     s.mark_key_failed("k2", "interrupted").await.unwrap();
     s.mark_key_failed("k2", "again").await.unwrap();
 

@@ -138,9 +138,9 @@ pub enum EventKind {
     SignatureCompleted,
     /// A signing attempt failed (reason, culprits).
     SigningFailed,
-    /// A peer's certificate was accepted on the transport (peer, direction).
+    /// A peer's attestation evidence passed this node's firmware profile (peer, profile, binary digest, token).
     PeerAdmitted,
-    /// A peer's certificate was refused (presented identity, reason; address as an HMAC).
+    /// A peer's attestation evidence failed the firmware profile (peer, field, reason).
     PeerRefused,
     /// An API client failed authentication (presented identity, reason; address as an HMAC).
     ClientAuthFailed,

@@ -934,7 +934,8 @@ pub(crate) async fn admission_loop(engine: Arc<Engine>) {
                 _ => due || changed,
             };
             if let AdmissionState::Admitted { checked, .. } = &state {
-                if checked.elapsed() > max_age {
+                // (A disconnected peer is not admitted anyway: its binding is gone.)
+                if current.is_some() && checked.elapsed() > max_age {
                     tracing::warn!(
                         peer,
                         "the peer's last passing evidence is older than the profile's max_age_secs: not admitted until it is checked again"
@@ -963,5 +964,134 @@ pub(crate) async fn admission_loop(engine: Arc<Engine>) {
                 engine.attest_peer(&peer, ATTEST_TIMEOUT, force).await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEV: &str = include_str!("../../../firmware-profile/dev.toml");
+
+    fn softhsm() -> TokenIdentity {
+        TokenIdentity {
+            manufacturer: "SoftHSM project".into(),
+            model: "SoftHSM v2".into(),
+            firmware_version: "2.6".into(),
+        }
+    }
+
+    fn mechanisms() -> Vec<String> {
+        [
+            "CKM_AES_GCM",
+            "CKM_AES_KEY_GEN",
+            "CKM_ECDSA",
+            "CKM_EC_KEY_PAIR_GEN",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// A fresh directory for one test (removed when it passes).
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "strongroom-admission-{name}-{}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            Dir(dir)
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("profile.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_dev_profile_passes_softhsm_in_dev_mode_only() {
+        let dir = Dir::new("dev");
+        let path = write(dir.path(), DEV);
+        let loaded = load_checked(&path, true, &softhsm(), &mechanisms()).unwrap();
+        assert_eq!(loaded.profile.id, "strongroom-dev");
+        let err = load_checked(&path, false, &softhsm(), &mechanisms()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("node.dev_mode") && text.contains("strongroom-dev"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_token_or_mechanism_outside_the_profile_names_the_field_and_the_file() {
+        let dir = Dir::new("mismatch");
+        let path = write(dir.path(), DEV);
+        let mut token = softhsm();
+        token.model = "SoftHSM v3".into();
+        let err = load_checked(&path, true, &token, &mechanisms()).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(
+            err,
+            AttestationStartError::SelfCheck {
+                field: "token.model",
+                ..
+            }
+        ));
+        assert!(
+            text.contains("token.model") && text.contains("SoftHSM v3"),
+            "{text}"
+        );
+        assert!(text.contains(&path.display().to_string()), "{text}");
+
+        let err = load_checked(&path, true, &softhsm(), &mechanisms()[1..]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AttestationStartError::SelfCheck {
+                    field: "mechanisms.required",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("CKM_AES_GCM"), "{err}");
+
+        let missing = dir.path().join("missing.toml");
+        let err = load_checked(&missing, true, &softhsm(), &mechanisms()).unwrap_err();
+        assert!(
+            err.to_string().contains(&missing.display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_refusal_is_peer_not_admitted_and_a_failed_exchange_unreachable() {
+        let refused = NotAdmitted::Refused {
+            peer: "node-3".into(),
+            field: "binary_sha256".into(),
+            reason: "not allowed".into(),
+        };
+        let remote = refused.to_remote();
+        assert_eq!(remote.kind, "peer-not-admitted");
+        assert!(remote.detail.contains("binary_sha256") && remote.detail.contains("node-3"));
+        let failed = NotAdmitted::Unverified {
+            peer: "node-3".into(),
+            detail: "timeout".into(),
+        };
+        assert_eq!(failed.to_remote().kind, "unreachable");
     }
 }

@@ -30,7 +30,9 @@ pub struct TokenAuditKey(pub strongroom_keystore::Token);
 
 impl std::fmt::Debug for TokenAuditKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("TokenAuditKey").field(&self.0.label()).finish()
+        f.debug_tuple("TokenAuditKey")
+            .field(&self.0.label())
+            .finish()
     }
 }
 

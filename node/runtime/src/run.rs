@@ -10,9 +10,9 @@ use strongroom_api::{
     ApiConfig, ApiServer, ClientRoles, ComponentHealth, Health, Limits, Metrics, RateLimit, Role,
     TlsMaterial,
 };
+use strongroom_audit::{AuditEvent, EventKind};
 use strongroom_coord::{CoordConfig, Coordinator};
 use strongroom_keystore::{PinSource, Token, TokenConfig};
-use strongroom_audit::{AuditEvent, EventKind};
 use strongroom_store::{AuditIdentity, Store};
 use strongroom_transport::pki::certs_from_pem;
 use strongroom_transport::{ClusterId, Node as Transport, NodeConfig, NodeId, NodeIdentity};
@@ -190,9 +190,25 @@ pub async fn run(
     let policy = load_policy(&config)?;
     let store = Store::connect(&config.database.url, config.database.max_connections).await?;
     // Every state change from here on is recorded in the audit log, in its own transaction.
-    token
-        .ensure_audit_key()
-        .map_err(|e| token_err(format!("cannot create or find the audit key: {e}")))?;
+    // Provisioning creates the audit key; a token provisioned before it existed gets it here
+    // (retried like the opening: SoftHSM may answer a general error while another process
+    // changes the shared object store).
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match token.ensure_audit_key() {
+            Ok(()) => break,
+            Err(e) if attempt < TOKEN_OPEN_ATTEMPTS => {
+                tracing::warn!(attempt, error = %e, "cannot find or create the audit key; retrying");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(e) => {
+                return Err(token_err(format!(
+                    "cannot find or create the audit key: {e}"
+                )));
+            }
+        }
+    }
     let store = store.with_audit_identity(AuditIdentity {
         node_id: config.node.id.clone(),
         key: Arc::new(crate::audit::TokenAuditKey(token.clone())),
@@ -442,7 +458,10 @@ pub async fn run(
 
     tracing::info!("shutting down");
     if let Err(e) = store
-        .append_audit(AuditEvent::new(config.node.id.clone(), EventKind::NodeStopping))
+        .append_audit(AuditEvent::new(
+            config.node.id.clone(),
+            EventKind::NodeStopping,
+        ))
         .await
     {
         tracing::error!(error = %e, "cannot record the shutdown in the audit log");
@@ -523,7 +542,9 @@ async fn record_start(
             .field("policy_hash", p.hash().to_hex())
             .field("rules", p.rules().len())
             .field("file", file.display().to_string()),
-        _ => event.field("policy_id", "").field("note", "no policy file: every request is denied"),
+        _ => event
+            .field("policy_id", "")
+            .field("note", "no policy file: every request is denied"),
     };
     store.append_audit(event).await?;
     Ok(())
