@@ -57,3 +57,23 @@ pub async fn db_rows(url: &str, sql: &str) -> Vec<tokio_postgres::Row> {
     let _ = task.await;
     rows
 }
+
+/// Runs `strongroom node run` for node 0 of `cluster` in the foreground with the extra
+/// environment `env` (e.g. `STRONGROOM__SECTION__FIELD` overrides); returns whether it exited
+/// successfully and its stderr.
+pub fn run_node(cluster: &TestCluster, env: &[(&str, String)]) -> (bool, String) {
+    let mut cmd =
+        std::process::Command::new(strongroom_devenv::process::strongroom_binary().unwrap());
+    cmd.args(["node", "run", "--config"])
+        .arg(cluster.config_path(0))
+        .envs(cluster.softhsm().env())
+        .env("STRONGROOM_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

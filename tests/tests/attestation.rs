@@ -9,7 +9,6 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -17,7 +16,7 @@ use strongroom_attest::{Sha256Digest, file_sha256};
 use strongroom_client::ApiClient;
 use strongroom_tests::cluster::{ClusterOptions, DEV_FIRMWARE_PROFILE, TestCluster};
 use strongroom_tests::process::strongroom_binary;
-use strongroom_tests::support::{api_client, db_rows, eventually};
+use strongroom_tests::support::{api_client, db_rows, eventually, run_node};
 
 /// `firmware-profile/dev.toml` with `old` replaced by `new` (which must occur).
 fn dev_profile_with(old: &str, new: &str) -> String {
@@ -38,23 +37,6 @@ fn profile_allowing(digests: &[Sha256Digest]) -> String {
     dev_profile_with(
         "sha256 = []\ndangerous_accept_any_digest = true",
         &format!("sha256 = [{list}]\ndangerous_accept_any_digest = false"),
-    )
-}
-
-/// Runs `strongroom node run` for node 0 with `env`; returns (exit success, stderr).
-fn run_node(cluster: &TestCluster, env: &[(&str, String)]) -> (bool, String) {
-    let mut cmd = Command::new(strongroom_binary().unwrap());
-    cmd.args(["node", "run", "--config"])
-        .arg(cluster.config_path(0))
-        .envs(cluster.softhsm().env())
-        .env("STRONGROOM_LOG", "warn");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 

@@ -4,28 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
-
 use strongroom_tests::cluster::{ClusterOptions, TestCluster};
 use strongroom_tests::ports::free_tcp_port;
-use strongroom_tests::process::strongroom_binary;
-
-/// Runs node 0 of `cluster` with `env` and returns (exit success, stderr).
-fn run_node(cluster: &TestCluster, env: &[(&str, String)]) -> (bool, String) {
-    let mut cmd = Command::new(strongroom_binary().unwrap());
-    cmd.args(["node", "run", "--config"])
-        .arg(cluster.config_path(0))
-        .envs(cluster.softhsm().env())
-        .env("STRONGROOM_LOG", "warn");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use strongroom_tests::support::run_node;
 
 #[test]
 fn start_up_errors_name_the_field_or_the_endpoint() {

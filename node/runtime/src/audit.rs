@@ -44,26 +44,11 @@ impl strongroom_audit::AuditKey for TokenAuditKey {
     }
 }
 
-/// The SHA-256 of a file, hex (the configuration and policy files the node loaded).
-pub(crate) fn file_sha256_hex(path: &std::path::Path) -> Option<String> {
-    use sha2::Digest as _;
-    std::fs::read(path)
-        .ok()
-        .map(|bytes| hex::encode(sha2::Sha256::digest(&bytes)))
-}
-
 /// Most entries one export answer holds (the CLI asks page by page).
 const EXPORT_LIMIT: u32 = 10_000;
 
 /// How long one client's exports are recorded as one event.
 const EXPORT_RECORD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
-
-fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 
 impl Engine {
     /// Signs a checkpoint of the log's newest entry with the token identity key when one is
@@ -79,7 +64,7 @@ impl Engine {
             .last_checkpoint
             .as_ref()
             .map(|c| (c.seq, c.time_unix_ms));
-        let now = now_unix_ms();
+        let now = crate::requests::now_ms();
         let due = schedule.due(head.head_seq(), last, now).or_else(|| {
             let head_seq = head.head_seq()?;
             (force && last.is_none_or(|(seq, _)| seq < head_seq)).then_some(head_seq)
@@ -123,10 +108,7 @@ impl Engine {
 
     /// Signs checkpoints on the configured schedule, for the life of the node.
     pub(crate) async fn checkpoint_loop(self: std::sync::Arc<Self>) {
-        let schedule = strongroom_audit::CheckpointSchedule {
-            every_entries: self.cfg.audit.checkpoint_every_entries,
-            every: std::time::Duration::from_secs(self.cfg.audit.checkpoint_every_secs),
-        };
+        let schedule = self.cfg.audit.schedule();
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             if let Err(e) = self.checkpoint_if_due(&schedule, false).await {
@@ -193,12 +175,8 @@ async fn export(
         .into());
     }
     engine.record_export(caller.name(), from, q.to_seq).await;
-    let schedule = strongroom_audit::CheckpointSchedule {
-        every_entries: engine.cfg.audit.checkpoint_every_entries,
-        every: std::time::Duration::from_secs(engine.cfg.audit.checkpoint_every_secs),
-    };
     engine
-        .checkpoint_if_due(&schedule, true)
+        .checkpoint_if_due(&engine.cfg.audit.schedule(), true)
         .await
         .map_err(|e| crate::routes::problem(&e))?;
     let store_err = |e| crate::routes::problem(&crate::engine::EngineError::Store(e));

@@ -275,6 +275,16 @@ pub struct AuditSection {
     pub checkpoint_every_secs: u64,
 }
 
+impl AuditSection {
+    /// The checkpoint schedule these settings describe.
+    pub fn schedule(&self) -> strongroom_audit::CheckpointSchedule {
+        strongroom_audit::CheckpointSchedule {
+            every_entries: self.checkpoint_every_entries,
+            every: std::time::Duration::from_secs(self.checkpoint_every_secs),
+        }
+    }
+}
+
 impl Default for AuditSection {
     fn default() -> Self {
         Self {

@@ -467,11 +467,10 @@ pub async fn run(
         tracing::error!(error = %e, "cannot record the shutdown in the audit log");
     }
     // The log ends on a signed checkpoint.
-    let schedule = strongroom_audit::CheckpointSchedule {
-        every_entries: config.audit.checkpoint_every_entries,
-        every: Duration::from_secs(config.audit.checkpoint_every_secs),
-    };
-    if let Err(e) = engine.checkpoint_if_due(&schedule, true).await {
+    if let Err(e) = engine
+        .checkpoint_if_due(&config.audit.schedule(), true)
+        .await
+    {
         tracing::warn!(error = %e, "cannot sign the final audit checkpoint");
     }
     for t in &tasks {
@@ -531,7 +530,9 @@ async fn record_start(
                 .field("file", config.source.display().to_string())
                 .field(
                     "sha256",
-                    crate::audit::file_sha256_hex(&config.source).unwrap_or_default(),
+                    strongroom_attest::file_sha256(&config.source)
+                        .map(|d| d.to_hex())
+                        .unwrap_or_default(),
                 ),
         )
         .await?;
