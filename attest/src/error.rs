@@ -453,6 +453,20 @@ pub enum TpmError {
     },
 }
 
+impl TpmError {
+    /// The profile field the refusal is about: `tpm.enrolled_aks` for a key the profile did
+    /// not enroll, `tpm.pcrs` for a PCR value, `tpm_quote` for the quote itself.
+    pub fn field(&self) -> &'static str {
+        match self {
+            TpmError::AkNotEnrolled { .. } => "tpm.enrolled_aks",
+            TpmError::PcrNotQuoted { .. }
+            | TpmError::PcrValue { .. }
+            | TpmError::PcrUnfilled { .. } => "tpm.pcrs",
+            _ => "tpm_quote",
+        }
+    }
+}
+
 /// Evidence was refused. Except for [`VerifyError::Profile`] and
 /// [`VerifyError::ProfileIncomplete`] (the verifier's own configuration), and
 /// [`VerifyError::PeerKey`] (the peer's certificate), each variant is a claim of the peer
@@ -580,7 +594,8 @@ impl VerifyError {
             VerifyError::Profile(_) | VerifyError::ProfileIncomplete { .. } => "profile",
             VerifyError::BinaryDigest { .. } => "binary_sha256",
             VerifyError::Token(m) => m.field(),
-            VerifyError::TpmQuoteMissing { .. } | VerifyError::Tpm(_) => "tpm_quote",
+            VerifyError::TpmQuoteMissing { .. } => "tpm_quote",
+            VerifyError::Tpm(e) => e.field(),
         }
     }
 }

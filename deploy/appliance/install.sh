@@ -188,20 +188,22 @@ join_by() {
 put 0644 /usr/lib/sysusers.d/strongroom.conf <<'EOF'
 # strongroom node service user (installed by deploy/appliance/install.sh)
 u strongroom - "strongroom node" /var/lib/strongroom /usr/sbin/nologin
+# Member of tss, the group of the TPM resource manager /dev/tpmrm0 (attestation quotes).
+m strongroom tss
 EOF
 if ((REAL)); then
-    if id strongroom >/dev/null 2>&1; then
-        say "user strongroom exists"
-    elif command -v systemd-sysusers >/dev/null 2>&1; then
+    if command -v systemd-sysusers >/dev/null 2>&1; then
         systemd-sysusers /usr/lib/sysusers.d/strongroom.conf
-        say "created user strongroom"
     else
-        useradd --system --user-group --home-dir /var/lib/strongroom --no-create-home \
-            --shell /usr/sbin/nologin --comment "strongroom node" strongroom
-        say "created user strongroom"
+        id strongroom >/dev/null 2>&1 ||
+            useradd --system --user-group --home-dir /var/lib/strongroom --no-create-home \
+                --shell /usr/sbin/nologin --comment "strongroom node" strongroom
+        getent group tss >/dev/null 2>&1 || groupadd --system tss
+        id -nG strongroom | tr ' ' '\n' | grep -qx tss || usermod -aG tss strongroom
     fi
+    say "user strongroom is in place (member of tss, for /dev/tpmrm0)"
 else
-    skipped "create the system user strongroom (systemd-sysusers or useradd)"
+    skipped "create the system user strongroom, member of tss (systemd-sysusers or useradd)"
 fi
 
 dir 0750 /etc/strongroom root:strongroom
@@ -309,6 +311,13 @@ file = "policy.toml"
 profile = "firmware-profile.toml"
 # Seconds between re-checks of every peer (and re-reads of the profile file).
 recheck_secs = 60
+
+[attestation.tpm]
+# The TPM whose quotes over PCRs 0, 2, 4, 7 go into this node's evidence, signed by the
+# attestation key enrolled at ak_handle (docs/appliance-install.md, "Enroll the TPM
+# attestation key"): the kernel's resource manager, which the unit allows.
+tcti = "device:/dev/tpmrm0"
+ak_handle = 0x81010002
 EOF
 }
 node_toml | put 0640 /etc/strongroom/node.toml.example

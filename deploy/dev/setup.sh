@@ -18,6 +18,8 @@ PACKAGES=(
     softhsm2          # the PKCS#11 token of development and tests
     postgresql        # initdb/pg_ctl/postgres, started per test by the harness
     etcd-server       # /usr/bin/etcd, started per test by the harness
+    swtpm             # software TPM 2.0 of the attestation tests, one per node
+    tpm2-tools        # tpm2_quote and friends: how a node quotes with its TPM
 )
 
 # Cargo subcommands: name of the subcommand and the crate that provides it.

@@ -258,6 +258,8 @@ struct Node {
     profile_path: PathBuf,
     /// The binary it runs, when not the cluster's ([`TestCluster::set_node_binary`]).
     binary: Option<PathBuf>,
+    /// Environment of every start ([`TestCluster::set_node_env`]).
+    env: Vec<(String, String)>,
     pin_file: PathBuf,
     database_url: String,
     /// Working directory of the process.
@@ -473,6 +475,7 @@ impl TestCluster {
                 policy_path: policy_path_in(&root, &n.id),
                 profile_path: profile_path_in(&root, &n.id),
                 binary: None,
+                env: Vec::new(),
                 pin_file: root.join("pins").join(format!("{}.pin", n.id)),
                 work_dir: root.join("run").join(&n.id),
                 softhsm_conf: Some(node_hsm_dir(&root, &n.id).join("softhsm2.conf")),
@@ -596,6 +599,7 @@ impl TestCluster {
                 policy_path: policy_path_in(&root, &id),
                 profile_path: profile_path_in(&root, &id),
                 binary: None,
+                env: Vec::new(),
                 id,
                 number,
                 transport_port: 0,
@@ -799,6 +803,19 @@ impl TestCluster {
     ) -> Result<(), HarnessError> {
         self.check_index(node)?;
         self.nodes[node].binary = binary;
+        Ok(())
+    }
+
+    /// Gives node `node` (0-based) extra environment for every start from now on (after
+    /// [`ClusterOptions::extra_env`], before a single start's), e.g. its own
+    /// `STRONGROOM__ATTESTATION__TPM__TCTI`.
+    pub fn set_node_env(
+        &mut self,
+        node: usize,
+        env: Vec<(String, String)>,
+    ) -> Result<(), HarnessError> {
+        self.check_index(node)?;
+        self.nodes[node].env = env;
         Ok(())
     }
 
@@ -1211,6 +1228,7 @@ impl TestCluster {
             .env("STRONGROOM_LOG", NODE_LOG_FILTER)
             .env("RUST_BACKTRACE", "1")
             .envs(self.options.extra_env.iter().map(|(k, v)| (k, v)))
+            .envs(node.env.iter().map(|(k, v)| (k, v)))
             .envs(env.iter().map(|(k, v)| (k, v)));
         let name = node.log_name(node.incarnations + 1);
         let process = ChildProcess::spawn(&name, command, &self.root.join("logs"))?;

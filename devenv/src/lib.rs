@@ -14,3 +14,4 @@ pub mod ports;
 pub mod postgres;
 pub mod process;
 pub mod softhsm;
+pub mod swtpm;

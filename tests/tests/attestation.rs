@@ -1,7 +1,9 @@
 //! Attestation and admission with real node processes: a node whose token is outside its
 //! firmware profile refuses to start naming the field; a node whose binary digest its peers'
 //! profile does not list is refused by them, takes part in no signing, and is admitted once
-//! the digest is added to their profile.
+//! the digest is added to their profile; nodes quoting with their own TPMs (swtpm) are
+//! admitted under a profile requiring quotes, and a node whose boot measurements change is
+//! refused, naming the PCR.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use strongroom_attest::{Sha256Digest, file_sha256};
 use strongroom_client::ApiClient;
+use strongroom_devenv::swtpm::{self, Swtpm};
 use strongroom_tests::cluster::{ClusterOptions, DEV_FIRMWARE_PROFILE, TestCluster};
 use strongroom_tests::process::strongroom_binary;
 use strongroom_tests::support::{api_client, db_rows, eventually, run_node};
@@ -376,4 +379,204 @@ async fn a_peer_whose_binary_is_not_in_the_profile_is_refused_until_its_digest_i
         "[{:?}] node-3 admitted and generated a key",
         started.elapsed()
     );
+}
+
+// ---- TPM quotes ---------------------------------------------------------------------------------
+
+/// The boot PCRs the profile names.
+const PCRS: [u8; 4] = [0, 2, 4, 7];
+
+/// What the simulated measured boot extends into PCR `index`.
+fn measurement(index: u8) -> [u8; 32] {
+    *Sha256Digest::of(format!("strongroom cluster test boot stage {index}").as_bytes()).as_bytes()
+}
+
+/// The PCR value after one extend from reset (all zero): SHA-256(zeros ‖ measurement).
+fn expected_pcr(index: u8) -> Sha256Digest {
+    let mut data = [0u8; 64];
+    data[32..].copy_from_slice(&measurement(index));
+    Sha256Digest::of(&data)
+}
+
+/// The dev profile requiring a TPM quote over [`PCRS`] by one of `aks`.
+fn tpm_profile(aks: &[String]) -> String {
+    let aks = aks
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let pcrs = PCRS
+        .iter()
+        .map(|i| format!("{i} = \"{}\"", expected_pcr(*i)))
+        .collect::<Vec<_>>()
+        .join("\n");
+    dev_profile_with(
+        "[tpm]\nrequired = false",
+        &format!("[tpm]\nrequired = true\nenrolled_aks = [{aks}]\n\n[tpm.pcrs]\n{pcrs}"),
+    )
+}
+
+/// Runs `strongroom tpm <args> --json` against `tcti`: exit status and the JSON document.
+fn tpm_cli(tcti: &str, args: &[&str]) -> (bool, Value) {
+    let out = std::process::Command::new(strongroom_binary().unwrap())
+        .arg("tpm")
+        .args(args)
+        .args(["--json", "--tcti", tcti])
+        .output()
+        .unwrap();
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "strongroom tpm {args:?}: no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), doc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_quoting_with_their_tpms_are_admitted_and_a_changed_boot_is_refused() {
+    let missing = swtpm::missing_tools();
+    assert!(
+        missing.is_empty(),
+        "{} not installed: the Debian packages swtpm and tpm2-tools (deploy/dev/setup.sh installs them)",
+        missing.join(", ")
+    );
+    let started = Instant::now();
+    let mut cluster = tokio::task::block_in_place(|| {
+        TestCluster::provision(ClusterOptions {
+            nodes: 3,
+            pool_target: 2,
+            pool_low_water: 1,
+            pool_max: 4,
+            pool_concurrency: 2,
+            interactive_fallback: false,
+            extra_env: vec![("STRONGROOM__ATTESTATION__RECHECK_SECS".into(), "2".into())],
+            ..ClusterOptions::default()
+        })
+    })
+    .unwrap();
+    let ids = cluster.node_ids();
+    let logs = cluster.dir().join("logs");
+
+    // ---- one TPM per node: measured boot, attestation key enrolled with the CLI ------------
+    let mut tpms = Vec::new();
+    let mut aks = Vec::new();
+    for id in &ids {
+        let tpm = Swtpm::start(&format!("swtpm-{id}"), &logs).unwrap();
+        for i in PCRS {
+            tpm.extend(i, &measurement(i)).unwrap();
+        }
+        let (ok, enrolled) = tpm_cli(&tpm.tcti(), &["enroll"]);
+        assert!(ok, "{enrolled}");
+        assert_eq!(enrolled["created"], true, "{enrolled}");
+        assert_eq!(enrolled["ak_handle"], "0x81010002", "{enrolled}");
+        // Enrolling again keeps the key.
+        let (ok, again) = tpm_cli(&tpm.tcti(), &["enroll"]);
+        assert!(ok, "{again}");
+        assert_eq!(again["created"], false, "{again}");
+        assert_eq!(again["ak_sha256"], enrolled["ak_sha256"]);
+        aks.push(enrolled["ak_sha256"].as_str().unwrap().to_owned());
+        tpms.push(tpm);
+    }
+    assert_ne!(aks[0], aks[1]);
+    let profile = tpm_profile(&aks);
+    for (node, tpm) in tpms.iter().enumerate() {
+        cluster.set_node_firmware_profile(node, &profile).unwrap();
+        cluster
+            .set_node_env(
+                node,
+                vec![("STRONGROOM__ATTESTATION__TPM__TCTI".into(), tpm.tcti())],
+            )
+            .unwrap();
+    }
+    // The operator's check before starting: this TPM passes the profile.
+    let profile_file = cluster.firmware_profile_path(0);
+    let profile_arg = profile_file.to_str().unwrap();
+    let (ok, status) = tpm_cli(&tpms[0].tcti(), &["status", "--profile", profile_arg]);
+    assert!(ok, "{status}");
+    assert_eq!(status["profile"]["passes"], true, "{status}");
+    assert_eq!(status["ak_enrolled"], true, "{status}");
+
+    tokio::task::block_in_place(|| cluster.start_new_nodes()).unwrap();
+    let api = api_client(&cluster, None);
+
+    // ---- every quote passes: all admitted on their TPM's key, a key is generated ------------
+    for node in 0..3 {
+        let own = api.get_at(node, "/v1/cluster").await.unwrap().body["attestation"].clone();
+        assert_eq!(own["tpm"]["ak_sha256"], aks[node].as_str(), "{own}");
+        assert_eq!(own["tpm"]["pcrs"], json!(PCRS), "{own}");
+        assert!(
+            cluster
+                .logs(node)
+                .contains("this node's TPM quote passes its own firmware profile"),
+            "node {node} did not check its own quote at start-up"
+        );
+        for (peer_index, peer) in ids.iter().enumerate().filter(|(i, _)| *i != node) {
+            let a = wait_admission(&api, node, peer, "admitted").await;
+            assert_eq!(a["tpm_ak_sha256"], aks[peer_index].as_str(), "{a}");
+            let url = cluster.database_url(node);
+            let want = aks[peer_index].clone();
+            eventually(
+                "a peer_admitted audit entry naming the peer's TPM key",
+                Duration::from_secs(10),
+                || {
+                    let (url, want) = (url.clone(), want.clone());
+                    async move {
+                        audit_entries(&url, "peer_admitted", peer)
+                            .await
+                            .into_iter()
+                            .find(|f| f["tpm_ak_sha256"] == want.as_str())
+                    }
+                },
+            )
+            .await;
+        }
+    }
+    let created = api
+        .post_at(0, "/v1/keys", &json!({"name": "tpm-k1", "threshold": 2}))
+        .await
+        .unwrap();
+    assert_eq!(created.status, 202, "{}", created.body);
+    let key = created.body["key_id"].as_str().unwrap().to_owned();
+    wait_key_ready(&api, &[0, 1, 2], &key).await;
+    eprintln!(
+        "[{:?}] key generated with all three admitted on TPM quotes",
+        started.elapsed()
+    );
+
+    // ---- node-3's boot changes (another Secure Boot policy in PCR 7): refused ---------------
+    let changed = *Sha256Digest::of(b"an unexpected boot policy").as_bytes();
+    tokio::task::block_in_place(|| tpms[2].extend(7, &changed)).unwrap();
+    for node in [0, 1] {
+        let a = wait_admission(&api, node, "node-3", "refused").await;
+        assert_eq!(a["field"], "tpm.pcrs", "{a}");
+        let reason = a["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("PCR 7") && reason.contains(&expected_pcr(7).to_hex()),
+            "{reason}"
+        );
+        let url = cluster.database_url(node);
+        let last = eventually(
+            "a peer_refused audit entry for node-3",
+            Duration::from_secs(10),
+            || {
+                let url = url.clone();
+                async move {
+                    audit_entries(&url, "peer_refused", "node-3")
+                        .await
+                        .last()
+                        .cloned()
+                }
+            },
+        )
+        .await;
+        assert_eq!(last["field"], "tpm.pcrs", "{last}");
+    }
+    // The operator sees the same on node-3's TPM.
+    let (ok, status) = tpm_cli(&tpms[2].tcti(), &["status", "--profile", profile_arg]);
+    assert!(!ok, "{status}");
+    let problems = status["profile"]["problems"].to_string();
+    assert!(problems.contains("PCR 7: differs"), "{status}");
+    eprintln!("[{:?}] node-3 refused on PCR 7", started.elapsed());
 }

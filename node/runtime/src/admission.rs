@@ -4,13 +4,20 @@
 //! - **Start-up** ([`Attestation::start`]): the node loads its firmware profile
 //!   (`[attestation] profile`), checks its own token against it (accepted `[[token]]`
 //!   entries, required mechanisms) and refuses to start naming the field that did not match,
-//!   and computes the SHA-256 of its own binary once.
+//!   and computes the SHA-256 of its own binary once. With `[attestation.tpm]` it reads its
+//!   TPM attestation key and quotes once to check that its TPM answers (a profile with
+//!   `tpm.required = true` refuses to start a node without `[attestation.tpm]`), and reports
+//!   whether its own quote passes its own profile.
 //! - **Evidence** ([`Engine::evidence_reply`]): asked with [`Request::Attestation`], a node
 //!   answers with [`strongroom_attest::Evidence`] over its binary digest, profile id, token
 //!   identity, node and cluster id, the time, and the TLS exporter value
 //!   ([`strongroom_attest::EXPORTER_LABEL`]) of the connection the request arrived on, signed
-//!   by its token identity key. Attestation requests are answered before the asking peer is
-//!   admitted: that is how admission starts.
+//!   by its token identity key, with a TPM quote over the boot PCRs whose qualifying data
+//!   binds those claims when `[attestation.tpm]` is configured ([`crate::tpm`]). Attestation
+//!   requests are answered before the asking peer is admitted: that is how admission starts.
+//!   One evidence is produced at a time, and the evidence for a connection is reused for
+//!   [`EVIDENCE_REUSE`], so a peer asking again and again costs no more token signatures or
+//!   TPM quotes.
 //! - **Verification** ([`Engine::attest_peer`]): the asking node derives the exporter value of
 //!   the connection it sent on and checks the evidence with [`strongroom_attest::verify`]
 //!   against its own profile, the key and node id of the certificate the peer presented on
@@ -35,7 +42,7 @@
 //! certificate alone, and answers attestation requests with an error (so peers that do
 //! check refuse it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -43,14 +50,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use strongroom_attest::{
     CHANNEL_BINDING_LEN, Claims, EXPORTER_LABEL, Evidence, FirmwareProfile, ProfileError,
-    SelfCheckError, Sha256Digest, SignError, TokenIdentity, VerifyContext,
+    SelfCheckError, Sha256Digest, SignError, TokenIdentity, VerifyContext, verify_quote,
 };
 use strongroom_audit::EventKind;
 use strongroom_keystore::Token;
 use strongroom_transport::{IncomingRequest, NodeId, Subject};
 
+use crate::config::TpmSection;
 use crate::control::{RemoteError, Reply, Request};
 use crate::engine::{Engine, lock};
+use crate::tpm::{DEFAULT_PCRS, Tpm2Tools, TpmToolsError, hex_handle};
 
 /// Longest an attestation exchange may take (inline, before a request, or in the background).
 pub(crate) const ATTEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,6 +67,9 @@ pub(crate) const ATTEST_TIMEOUT: Duration = Duration::from_secs(10);
 const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 /// Least time between two attempts at a peer whose exchange failed (not refused).
 const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// How long the evidence sent on one connection is sent again to the same question, instead
+/// of a new token signature and TPM quote. Well below any profile's `max_age_secs`.
+pub const EVIDENCE_REUSE: Duration = Duration::from_secs(5);
 
 /// The node cannot start: its firmware profile or its own token does not pass.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +118,19 @@ pub enum AttestationStartError {
         "cannot compute the SHA-256 of this node's own binary for its attestation evidence: {0}"
     )]
     Digest(#[from] strongroom_attest::DigestError),
+    /// The profile requires TPM quotes and the node has no `[attestation.tpm]`.
+    #[error(
+        "[attestation] profile {path}: profile '{id}' requires a TPM quote in every evidence (tpm.required = true) but this node has no [attestation.tpm]: enroll the attestation key (`strongroom tpm enroll`, docs/appliance-install.md step 6) and add [attestation.tpm] with tcti and ak_handle to node.toml"
+    )]
+    TpmNotConfigured {
+        /// The profile file.
+        path: PathBuf,
+        /// The profile id.
+        id: String,
+    },
+    /// The configured TPM cannot be used.
+    #[error("[attestation.tpm]: {0}")]
+    Tpm(#[from] TpmToolsError),
 }
 
 /// A peer is not admitted (yet, or at all).
@@ -151,6 +176,8 @@ pub struct AdmittedAs {
     pub binary_sha256: String,
     /// Token manufacturer, model and firmware version.
     pub token: TokenIdentity,
+    /// SHA-256 of the TPM attestation key whose quote passed, when the profile requires one.
+    pub tpm_ak_sha256: Option<String>,
 }
 
 /// Where a peer stands, always for one connection.
@@ -198,6 +225,7 @@ enum Recorded {
     Admitted {
         profile_id: String,
         binary_sha256: String,
+        tpm_ak_sha256: Option<String>,
     },
     Refused {
         field: String,
@@ -220,6 +248,51 @@ struct LoadedProfile {
     file_digest: Sha256Digest,
 }
 
+/// Evidence sent on a connection, and when it was produced.
+type SentEvidence = (Instant, Arc<Vec<u8>>);
+
+/// This node's TPM (`[attestation.tpm]`): where its attestation key is, and the key.
+#[derive(Debug)]
+struct NodeTpm {
+    tools: Tpm2Tools,
+    handle: u32,
+    ak_spki_der: Vec<u8>,
+    ak_sha256: Sha256Digest,
+}
+
+impl NodeTpm {
+    /// Reads the attestation key at the configured handle.
+    fn open(section: &TpmSection) -> Result<Self, TpmToolsError> {
+        let tools = Tpm2Tools::new(section.tcti.clone());
+        let ak_spki_der = tools.read_ak(section.ak_handle)?;
+        Ok(Self {
+            tools,
+            handle: section.ak_handle,
+            ak_sha256: Sha256Digest::of(&ak_spki_der),
+            ak_spki_der,
+        })
+    }
+
+    /// A quote over `pcrs` with `qualifying` as its qualifying data.
+    fn quote(
+        &self,
+        pcrs: &[u8],
+        qualifying: &[u8; 32],
+    ) -> Result<strongroom_attest::TpmQuote, TpmToolsError> {
+        self.tools
+            .quote(self.handle, &self.ak_spki_der, pcrs, qualifying)
+    }
+}
+
+/// The PCRs a quote under `profile` covers: those the profile names, else [`DEFAULT_PCRS`].
+fn quote_pcrs(profile: &FirmwareProfile) -> Vec<u8> {
+    if profile.tpm.pcrs.is_empty() {
+        DEFAULT_PCRS.to_vec()
+    } else {
+        profile.tpm.pcrs.keys().copied().collect()
+    }
+}
+
 /// This node's attestation: its profile, what it claims about itself, and its peers' state.
 #[derive(Debug)]
 pub struct Attestation {
@@ -233,6 +306,11 @@ pub struct Attestation {
     mechanisms: Vec<String>,
     recheck: Duration,
     peers: Mutex<BTreeMap<String, Peer>>,
+    tpm: Option<Arc<NodeTpm>>,
+    /// Evidence produced per connection (exporter value), reused for [`EVIDENCE_REUSE`].
+    sent: Mutex<HashMap<Vec<u8>, SentEvidence>>,
+    /// One evidence (token signature, TPM quote) produced at a time.
+    producing: tokio::sync::Mutex<()>,
 }
 
 fn unix_now() -> u64 {
@@ -254,6 +332,7 @@ fn load_checked(
     dev_mode: bool,
     token: &TokenIdentity,
     mechanisms: &[String],
+    has_tpm: bool,
 ) -> Result<LoadedProfile, AttestationStartError> {
     let bytes = std::fs::read(path).map_err(|source| AttestationStartError::Profile {
         path: path.to_owned(),
@@ -283,10 +362,50 @@ fn load_checked(
             source: Box::new(source),
         }
     })?;
+    if profile.tpm.required && !has_tpm {
+        return Err(AttestationStartError::TpmNotConfigured {
+            path: path.to_owned(),
+            id: profile.id.clone(),
+        });
+    }
     Ok(LoadedProfile {
         profile,
         file_digest,
     })
+}
+
+/// Quotes once at start-up: a TPM that cannot quote stops the start (the configuration or the
+/// TPM needs fixing); a quote that this node's own profile would refuse is reported, naming
+/// what its peers will refuse, and the node starts (an edited profile applies at the next
+/// re-check).
+fn self_quote(tpm: &NodeTpm, profile: &FirmwareProfile) -> Result<(), AttestationStartError> {
+    let pcrs = quote_pcrs(profile);
+    let qualifying: [u8; 32] = rand::random();
+    let quote = tpm.quote(&pcrs, &qualifying)?;
+    if !profile.tpm.required {
+        tracing::info!(
+            profile = %profile.id,
+            pcrs = ?pcrs,
+            "TPM quote works; the profile does not require quotes, so peers do not examine it"
+        );
+        return Ok(());
+    }
+    match verify_quote(&quote, &qualifying, &profile.tpm) {
+        Ok(()) => tracing::info!(
+            profile = %profile.id,
+            pcrs = ?pcrs,
+            ak_sha256 = %tpm.ak_sha256,
+            "this node's TPM quote passes its own firmware profile"
+        ),
+        Err(e) => tracing::error!(
+            profile = %profile.id,
+            field = e.field(),
+            error = %e,
+            ak_sha256 = %tpm.ak_sha256,
+            "this node's own TPM quote does not pass its firmware profile: peers running the same profile will refuse it; enroll the attestation key (tpm.enrolled_aks) or check the boot measurements (tpm.pcrs, `strongroom tpm status`)"
+        ),
+    }
+    Ok(())
 }
 
 /// Loads the configured firmware profile and checks it fits the node's mode, without the
@@ -318,10 +437,24 @@ impl Attestation {
         profile_path: Option<&Path>,
         dev_mode: bool,
         token: &Token,
+        tpm: Option<&TpmSection>,
         recheck: Duration,
         members: &[String],
         me: &str,
     ) -> Result<Self, AttestationStartError> {
+        let tpm = match tpm {
+            Some(section) => {
+                let opened = NodeTpm::open(section)?;
+                tracing::info!(
+                    tcti = %section.tcti,
+                    ak_handle = %hex_handle(section.ak_handle),
+                    ak_sha256 = %opened.ak_sha256,
+                    "TPM attestation key read; evidence carries a quote over the boot PCRs"
+                );
+                Some(Arc::new(opened))
+            }
+            None => None,
+        };
         let info = token.info();
         let identity = TokenIdentity {
             manufacturer: info.manufacturer.trim().to_owned(),
@@ -338,7 +471,10 @@ impl Attestation {
                             path: path.to_owned(),
                             detail: e.to_string(),
                         })?;
-                let loaded = load_checked(path, dev_mode, &identity, &mechanisms)?;
+                let loaded = load_checked(path, dev_mode, &identity, &mechanisms, tpm.is_some())?;
+                if let Some(tpm) = &tpm {
+                    self_quote(tpm, &loaded.profile)?;
+                }
                 tracing::info!(
                     profile = %loaded.profile.id,
                     mode = loaded.profile.mode.as_str(),
@@ -400,6 +536,9 @@ impl Attestation {
             mechanisms,
             recheck,
             peers: Mutex::new(peers),
+            tpm,
+            sent: Mutex::new(HashMap::new()),
+            producing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -435,7 +574,13 @@ impl Attestation {
         {
             return false;
         }
-        match load_checked(path, self.dev_mode, &self.token, &self.mechanisms) {
+        match load_checked(
+            path,
+            self.dev_mode,
+            &self.token,
+            &self.mechanisms,
+            self.tpm.is_some(),
+        ) {
             Ok(loaded) => {
                 tracing::info!(profile = %loaded.profile.id, file = %path.display(), "firmware profile changed on disk: reloaded; re-checking every peer");
                 *lock(&self.profile) = Some(Arc::new(loaded));
@@ -448,6 +593,21 @@ impl Attestation {
                 false
             }
         }
+    }
+
+    /// The evidence sent on the connection with exporter value `binding` within
+    /// [`EVIDENCE_REUSE`].
+    fn recently_sent(&self, binding: &[u8]) -> Option<Arc<Vec<u8>>> {
+        lock(&self.sent)
+            .get(binding)
+            .filter(|(at, _)| at.elapsed() < EVIDENCE_REUSE)
+            .map(|(_, evidence)| evidence.clone())
+    }
+
+    fn remember_sent(&self, binding: Vec<u8>, evidence: Arc<Vec<u8>>) {
+        let mut sent = lock(&self.sent);
+        sent.retain(|_, (at, _)| at.elapsed() < EVIDENCE_REUSE);
+        sent.insert(binding, (Instant::now(), evidence));
     }
 
     fn exchange_lock(&self, peer: &str) -> Option<Arc<tokio::sync::Mutex<()>>> {
@@ -532,11 +692,11 @@ impl Engine {
     }
 
     /// Answers [`Request::Attestation`]: this node's evidence, bound to the connection the
-    /// request arrived on and signed by the token identity key.
-    pub(crate) fn evidence_reply(&self, incoming: &IncomingRequest) -> Reply {
-        match self.attestation_evidence(incoming) {
+    /// request arrived on, signed by the token identity key and, with a TPM, carrying a quote.
+    pub(crate) async fn evidence_reply(&self, incoming: &IncomingRequest) -> Reply {
+        match self.attestation_evidence(incoming).await {
             Ok(evidence) => Reply::Evidence {
-                evidence: hex::encode(evidence.to_bytes()),
+                evidence: hex::encode(evidence.as_slice()),
             },
             Err(e) => {
                 tracing::warn!(peer = %incoming.peer, error = %e.detail, "cannot send attestation evidence");
@@ -545,7 +705,12 @@ impl Engine {
         }
     }
 
-    fn attestation_evidence(&self, incoming: &IncomingRequest) -> Result<Evidence, RemoteError> {
+    /// The evidence for the connection of `incoming`: the one sent on it within
+    /// [`EVIDENCE_REUSE`], or a new one (one at a time).
+    async fn attestation_evidence(
+        &self,
+        incoming: &IncomingRequest,
+    ) -> Result<Arc<Vec<u8>>, RemoteError> {
         let Some(profile) = self.attestation.current_profile() else {
             return Err(RemoteError::new(
                 "attestation-unavailable",
@@ -558,16 +723,37 @@ impl Engine {
         let binding = incoming
             .channel_binding(EXPORTER_LABEL, CHANNEL_BINDING_LEN)
             .map_err(|e| RemoteError::new("internal", e.to_string()))?;
-        let claims = Claims {
+        if let Some(sent) = self.attestation.recently_sent(&binding) {
+            return Ok(sent);
+        }
+        let _producing = self.attestation.producing.lock().await;
+        if let Some(sent) = self.attestation.recently_sent(&binding) {
+            return Ok(sent);
+        }
+        let mut claims = Claims {
             binary_sha256: self.attestation.binary,
             profile_id: profile.profile.id.clone(),
             token: self.attestation.token.clone(),
             node_id: self.me.clone(),
             cluster_id: self.cfg.node.cluster_id.clone(),
             issued_at: unix_now(),
-            channel_binding: binding,
+            channel_binding: binding.clone(),
             tpm_quote: None,
         };
+        if let Some(tpm) = self.attestation.tpm.clone() {
+            let qualifying = claims.tpm_qualifying_data().map_err(|e| {
+                RemoteError::new("internal", format!("cannot encode the claims: {e}"))
+            })?;
+            let pcrs = quote_pcrs(&profile.profile);
+            let quote = tokio::task::spawn_blocking(move || tpm.quote(&pcrs, &qualifying))
+                .await
+                .map_err(|e| RemoteError::new("internal", format!("the TPM quote task failed: {e}")))?
+                .map_err(|e| {
+                    tracing::error!(error = %e, "cannot quote with the TPM: peers requiring a quote refuse this node");
+                    RemoteError::new("tpm-unavailable", format!("node {} cannot quote: {e}", self.me))
+                })?;
+            claims.tpm_quote = Some(quote);
+        }
         let identity = self.token.identity();
         let signer = move |message: &[u8]| -> Result<[u8; 64], SignError> {
             identity
@@ -575,8 +761,11 @@ impl Engine {
                 .map(|s| s.to_bytes())
                 .map_err(SignError::signer)
         };
-        Evidence::sign(claims, &signer)
-            .map_err(|e| RemoteError::new("internal", format!("cannot sign the evidence: {e}")))
+        let evidence = Evidence::sign(claims, &signer)
+            .map_err(|e| RemoteError::new("internal", format!("cannot sign the evidence: {e}")))?;
+        let bytes = Arc::new(evidence.to_bytes());
+        self.attestation.remember_sent(binding, bytes.clone());
+        Ok(bytes)
     }
 
     /// Runs one exchange with `peer` and records the outcome. With `recheck`, also when the
@@ -677,6 +866,12 @@ impl Engine {
                         profile_id: c.profile_id.clone(),
                         binary_sha256: c.binary_sha256.to_hex(),
                         token: c.token.clone(),
+                        // The verifier checked the quote only under a profile requiring one.
+                        tpm_ak_sha256: c
+                            .tpm_quote
+                            .as_ref()
+                            .filter(|_| loaded.profile.tpm.required)
+                            .map(|q| Sha256Digest::of(&q.ak_spki_der).to_hex()),
                     },
                 }
             }
@@ -736,22 +931,26 @@ impl Engine {
                     let entry = Recorded::Admitted {
                         profile_id: claims.profile_id.clone(),
                         binary_sha256: claims.binary_sha256.clone(),
+                        tpm_ak_sha256: claims.tpm_ak_sha256.clone(),
                     };
                     if p.recorded.as_ref() != Some(&entry) {
                         p.recorded = Some(entry);
-                        record = Some(
-                            self.event(EventKind::PeerAdmitted)
-                                .field("peer", peer)
-                                .field("check", "attestation")
-                                .field("profile_id", claims.profile_id.as_str())
-                                .field("binary_sha256", claims.binary_sha256.as_str())
-                                .field("token_manufacturer", claims.token.manufacturer.as_str())
-                                .field("token_model", claims.token.model.as_str())
-                                .field(
-                                    "token_firmware_version",
-                                    claims.token.firmware_version.as_str(),
-                                ),
-                        );
+                        let mut event = self
+                            .event(EventKind::PeerAdmitted)
+                            .field("peer", peer)
+                            .field("check", "attestation")
+                            .field("profile_id", claims.profile_id.as_str())
+                            .field("binary_sha256", claims.binary_sha256.as_str())
+                            .field("token_manufacturer", claims.token.manufacturer.as_str())
+                            .field("token_model", claims.token.model.as_str())
+                            .field(
+                                "token_firmware_version",
+                                claims.token.firmware_version.as_str(),
+                            );
+                        if let Some(ak) = &claims.tpm_ak_sha256 {
+                            event = event.field("tpm_ak_sha256", ak.as_str());
+                        }
+                        record = Some(event);
                     }
                     p.state = AdmissionState::Admitted {
                         binding,
@@ -838,6 +1037,7 @@ impl Engine {
                     "model": claims.token.model,
                     "firmware_version": claims.token.firmware_version,
                 },
+                "tpm_ak_sha256": claims.tpm_ak_sha256,
             }),
             Some(AdmissionState::Refused {
                 binding,
@@ -872,6 +1072,12 @@ impl Engine {
                 "firmware_version": self.attestation.token.firmware_version,
             },
             "recheck_secs": self.attestation.recheck.as_secs(),
+            "tpm": self.attestation.tpm.as_ref().map(|t| json!({
+                "tcti": t.tools.tcti(),
+                "ak_handle": hex_handle(t.handle),
+                "ak_sha256": t.ak_sha256.to_hex(),
+                "pcrs": profile.as_ref().map(|p| quote_pcrs(&p.profile)),
+            })),
         })
     }
 }
@@ -1026,9 +1232,9 @@ mod tests {
     fn the_dev_profile_passes_softhsm_in_dev_mode_only() {
         let dir = Dir::new("dev");
         let path = write(dir.path(), DEV);
-        let loaded = load_checked(&path, true, &softhsm(), &mechanisms()).unwrap();
+        let loaded = load_checked(&path, true, &softhsm(), &mechanisms(), false).unwrap();
         assert_eq!(loaded.profile.id, "strongroom-dev");
-        let err = load_checked(&path, false, &softhsm(), &mechanisms()).unwrap_err();
+        let err = load_checked(&path, false, &softhsm(), &mechanisms(), false).unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("node.dev_mode") && text.contains("strongroom-dev"),
@@ -1037,12 +1243,34 @@ mod tests {
     }
 
     #[test]
+    fn a_profile_requiring_tpm_quotes_needs_attestation_tpm() {
+        let dir = Dir::new("tpm");
+        let text = DEV.replace(
+            "[tpm]\nrequired = false",
+            "[tpm]\nrequired = true\nenrolled_aks = []\n[tpm.pcrs]\n7 = \"\"",
+        );
+        assert_ne!(text, DEV);
+        let path = write(dir.path(), &text);
+        let err = load_checked(&path, true, &softhsm(), &mechanisms(), false).unwrap_err();
+        assert!(
+            matches!(err, AttestationStartError::TpmNotConfigured { .. }),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("[attestation.tpm]") && text.contains("strongroom tpm enroll"),
+            "{text}"
+        );
+        load_checked(&path, true, &softhsm(), &mechanisms(), true).unwrap();
+    }
+
+    #[test]
     fn a_token_or_mechanism_outside_the_profile_names_the_field_and_the_file() {
         let dir = Dir::new("mismatch");
         let path = write(dir.path(), DEV);
         let mut token = softhsm();
         token.model = "SoftHSM v3".into();
-        let err = load_checked(&path, true, &token, &mechanisms()).unwrap_err();
+        let err = load_checked(&path, true, &token, &mechanisms(), false).unwrap_err();
         let text = err.to_string();
         assert!(matches!(
             err,
@@ -1057,7 +1285,7 @@ mod tests {
         );
         assert!(text.contains(&path.display().to_string()), "{text}");
 
-        let err = load_checked(&path, true, &softhsm(), &mechanisms()[1..]).unwrap_err();
+        let err = load_checked(&path, true, &softhsm(), &mechanisms()[1..], false).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -1071,7 +1299,7 @@ mod tests {
         assert!(err.to_string().contains("CKM_AES_GCM"), "{err}");
 
         let missing = dir.path().join("missing.toml");
-        let err = load_checked(&missing, true, &softhsm(), &mechanisms()).unwrap_err();
+        let err = load_checked(&missing, true, &softhsm(), &mechanisms(), false).unwrap_err();
         assert!(
             err.to_string().contains(&missing.display().to_string()),
             "{err}"

@@ -324,6 +324,10 @@ pub struct AttestationSection {
     /// Seconds between re-checks of every peer's evidence.
     #[serde(default = "default_recheck")]
     pub recheck_secs: u64,
+    /// `[attestation.tpm]`: the TPM whose quotes go into this node's evidence. Required when
+    /// the firmware profile has `tpm.required = true`.
+    #[serde(default)]
+    pub tpm: Option<TpmSection>,
 }
 
 impl Default for AttestationSection {
@@ -331,8 +335,30 @@ impl Default for AttestationSection {
         Self {
             profile: None,
             recheck_secs: default_recheck(),
+            tpm: None,
         }
     }
+}
+
+/// `[attestation.tpm]`: how the node reaches its TPM and where its attestation key is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmSection {
+    /// The tpm2-tools TCTI: `device:/dev/tpmrm0` (the kernel's resource manager) on an
+    /// appliance, `swtpm:host=127.0.0.1,port=2321` for a software TPM.
+    #[serde(default = "default_tcti")]
+    pub tcti: String,
+    /// The persistent handle of the attestation key (`strongroom tpm enroll`).
+    #[serde(default = "default_ak_handle")]
+    pub ak_handle: u32,
+}
+
+fn default_tcti() -> String {
+    crate::tpm::DEFAULT_TCTI.to_owned()
+}
+
+fn default_ak_handle() -> u32 {
+    crate::tpm::DEFAULT_AK_HANDLE
 }
 
 /// `[dev]` (honoured only in dev mode).
@@ -535,6 +561,23 @@ impl Config {
         }
         if self.signing.timeout_secs == 0 {
             return Err(self.invalid("signing.timeout_secs", "must be at least 1"));
+        }
+        if let Some(tpm) = &self.attestation.tpm {
+            if tpm.tcti.trim().is_empty() {
+                return Err(self.invalid(
+                    "attestation.tpm.tcti",
+                    "name the TPM, e.g. \"device:/dev/tpmrm0\" (or remove [attestation.tpm])",
+                ));
+            }
+            if !(0x8100_0000..=0x81ff_ffff).contains(&tpm.ak_handle) {
+                return Err(self.invalid(
+                    "attestation.tpm.ak_handle",
+                    format!(
+                        "{:#010x} is not a persistent handle: use one between 0x81000000 and 0x81ffffff (default 0x81010002)",
+                        tpm.ak_handle
+                    ),
+                ));
+            }
         }
         if self.attestation.recheck_secs == 0 || self.attestation.recheck_secs > 3600 {
             return Err(self.invalid(

@@ -25,6 +25,7 @@ pub mod routes;
 pub mod run;
 pub mod session_ids;
 pub mod signing;
+pub mod tpm;
 pub mod votes;
 
 pub use config::{Config, ConfigError};

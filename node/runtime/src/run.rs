@@ -182,6 +182,7 @@ pub async fn run(
         config.attestation.profile.as_deref(),
         config.node.dev_mode,
         &token,
+        config.attestation.tpm.as_ref(),
         Duration::from_secs(config.attestation.recheck_secs),
         &config.members(),
         &config.node.id,
@@ -317,7 +318,7 @@ pub async fn run(
                     let from = incoming.peer.as_str().to_owned();
                     let reply = match serde_json::from_slice::<Request>(&incoming.body) {
                         // Evidence is bound to the connection the request arrived on.
-                        Ok(Request::Attestation) => engine.evidence_reply(&incoming),
+                        Ok(Request::Attestation) => engine.evidence_reply(&incoming).await,
                         Ok(request) => engine.handle(&from, request).await,
                         Err(e) => crate::control::Reply::Error(crate::control::RemoteError::new(
                             "bad-request",

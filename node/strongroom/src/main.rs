@@ -46,6 +46,9 @@ enum Command {
     /// Firmware profiles: the digests of a build.
     #[command(subcommand)]
     FirmwareProfile(cmd::firmware_profile::FirmwareProfileCommand),
+    /// The TPM attestation key of this appliance (enroll, status).
+    #[command(subcommand)]
+    Tpm(cmd::tpm::TpmCommand),
     /// Threshold keys of the cluster, through the node API (create, list, show).
     Keys(cmd::keys::KeysArgs),
     /// Sign PSBTs under the nodes' policies, through the node API (submit, status, wait, list).
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Command::Bench(c) => cmd::bench::run(c, &cli.token, &out),
         Command::Cluster(c) => cmd::cluster::run(c, &cli.token, &out),
         Command::FirmwareProfile(c) => cmd::firmware_profile::run(c, &out),
+        Command::Tpm(c) => cmd::tpm::run(c, &out),
         Command::Keys(c) => cmd::keys::run(c, &out),
         Command::Sign(c) => cmd::sign::run(c, &out),
         Command::Approve(c) => cmd::approve::run(c, &out),

@@ -12,3 +12,4 @@ pub(crate) mod keys;
 pub(crate) mod keystore;
 pub(crate) mod node;
 pub(crate) mod sign;
+pub(crate) mod tpm;
