@@ -513,6 +513,8 @@ check_config() {
     env "${no_env[@]}" /usr/local/bin/strongroom node check-config --config "$1"
 }
 if ((REAL)); then
+    command -v tpm2_quote >/dev/null 2>&1 ||
+        say "warning: tpm2-tools is not installed; the node quotes with it: apt-get install tpm2-tools"
     check_config /etc/strongroom/node.toml.example >/dev/null ||
         die "the generated /etc/strongroom/node.toml.example does not pass strongroom node check-config (above): install.sh and the binary do not match"
     check_config /etc/strongroom/node.toml ||
@@ -533,9 +535,12 @@ install: done. Node '$NODE_ID' of cluster '$CLUSTER_ID'. What the operator does 
   4. Certificate ceremony: strongroom cluster csr on this node, strongroom cluster sign on the
      offline CA, then install the node certificate and the CA certificate where [transport] of
      node.toml says (/var/lib/strongroom/tls/node.pem and cluster-ca.pem).
-  5. Fill in /etc/strongroom/firmware-profile.toml (binary.sha256, tpm.pcrs, tpm.enrolled_aks),
-     and write this node's signing policy in /etc/strongroom/policy.toml (the installed one
-     denies everything; examples in /usr/local/share/doc/strongroom/policy-*.toml).
+  5. Enroll the TPM attestation key: strongroom tpm enroll (prints its digest for
+     tpm.enrolled_aks). Fill in /etc/strongroom/firmware-profile.toml (binary.sha256, tpm.pcrs,
+     tpm.enrolled_aks of every node), check this node against it with
+     strongroom tpm status --profile /etc/strongroom/firmware-profile.toml, and write this
+     node's signing policy in /etc/strongroom/policy.toml (the installed one denies everything;
+     examples in /usr/local/share/doc/strongroom/policy-*.toml).
   6. List the API clients and their roles in [api.clients] of /etc/strongroom/node.toml, then
      check the file: strongroom node check-config --config /etc/strongroom/node.toml
   7. Start etcd on every member, then: systemctl start strongroom-node.service

@@ -426,6 +426,12 @@ pub fn check_profile(
             id: profile.id,
         });
     }
+    if profile.tpm.required && config.attestation.tpm.is_none() {
+        return Err(AttestationStartError::TpmNotConfigured {
+            path: path.clone(),
+            id: profile.id,
+        });
+    }
     Ok(Some(profile))
 }
 
