@@ -573,6 +573,47 @@ async fn nodes_quoting_with_their_tpms_are_admitted_and_a_changed_boot_is_refuse
         .await;
         assert_eq!(last["field"], "tpm.pcrs", "{last}");
     }
+    // `strongroom cluster status` shows node-1's view: node-3 refused, naming the PCR.
+    let urls = cluster.api_urls();
+    let status_cli = |json: bool| {
+        let mut cmd = std::process::Command::new(strongroom_binary().unwrap());
+        cmd.args(["cluster", "status", "--api-urls", &urls[0]])
+            .arg("--ca-cert")
+            .arg(cluster.ca_cert())
+            .arg("--client-cert")
+            .arg(cluster.client_cert())
+            .arg("--client-key")
+            .arg(cluster.client_key());
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "cluster status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let view: Value = serde_json::from_str(&status_cli(true)).unwrap();
+    let third = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["node_id"] == "node-3")
+        .unwrap();
+    assert_eq!(third["admission"]["state"], "refused", "{view}");
+    let text = status_cli(false);
+    eprintln!("{text}");
+    assert!(
+        text.contains("REFUSED on tpm.pcrs") && text.contains("PCR 7"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("TPM key {}", &aks[1][..16])),
+        "{text}"
+    );
+
     // The operator sees the same on node-3's TPM.
     let (ok, status) = tpm_cli(&tpms[2].tcti(), &["status", "--profile", profile_arg]);
     assert!(!ok, "{status}");

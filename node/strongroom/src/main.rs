@@ -40,7 +40,8 @@ enum Command {
     /// Measure performance on this machine.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
-    /// Cluster CA, node and client certificates (dev init; CSR ceremony: csr, sign, install).
+    /// Cluster status through the API; cluster CA, node and client certificates (dev init; CSR
+    /// ceremony: csr, sign, install).
     #[command(subcommand)]
     Cluster(cmd::cluster::ClusterCommand),
     /// Firmware profiles: the digests of a build.
@@ -77,6 +78,7 @@ fn main() -> ExitCode {
         Command::Keys(_)
         | Command::Sign(_)
         | Command::Approve(_)
+        | Command::Cluster(cmd::cluster::ClusterCommand::Status(_))
         | Command::Dev(cmd::dev::DevCommand::Demo { .. }) => {
             "warn,strongroom_client=error,cryptoki::mechanism=off"
         }

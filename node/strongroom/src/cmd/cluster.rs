@@ -1,4 +1,5 @@
-//! `strongroom cluster`: the cluster CA, node and client certificates.
+//! `strongroom cluster`: the cluster CA, node and client certificates (and `cluster status`,
+//! in [`super::cluster_status`]).
 //!
 //! Two ways to provision:
 //!
@@ -37,6 +38,9 @@ const NODE_PLACEHOLDER: &str = "{node}";
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClusterCommand {
+    /// A node's view of the cluster through its API: members, leases, connections, the leader
+    /// and each peer's attestation (admitted, or refused with the field that did not match).
+    Status(super::cluster_status::StatusArgs),
     /// Dev way: create the CA (key in a file), each node's key in its own token with its
     /// certificate, and client keys as files. Name each node's token with `{node}` in
     /// --token-label (and --pin-file), e.g. --token-label 'strongroom-dev-{node}'.
@@ -120,6 +124,7 @@ pub(crate) enum ClusterCommand {
 
 pub(crate) fn run(cmd: ClusterCommand, args: &TokenArgs, out: &Output) -> anyhow::Result<()> {
     match cmd {
+        ClusterCommand::Status(status) => super::cluster_status::run(status, out),
         ClusterCommand::Init {
             cluster_id,
             nodes,

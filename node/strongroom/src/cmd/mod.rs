@@ -5,6 +5,7 @@ pub(crate) mod audit;
 pub(crate) mod bench;
 pub(crate) mod bench_cluster;
 pub(crate) mod cluster;
+pub(crate) mod cluster_status;
 pub(crate) mod demo;
 pub(crate) mod dev;
 pub(crate) mod firmware_profile;
