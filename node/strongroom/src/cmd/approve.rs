@@ -47,10 +47,7 @@ pub(crate) fn run(args: ApproveArgs, out: &Output) -> anyhow::Result<()> {
         None => approver_name(&args.key)?,
     };
     let api = args.api.client()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = super::runtime()?;
     runtime.block_on(approve(&api, out, &args.request_id, &approver, &key))
 }
 

@@ -88,10 +88,7 @@ pub(crate) fn run(args: AuditArgs, out: &Output) -> anyhow::Result<()> {
             }
             let trusted_ca = api.config()?.ca_cert;
             let client = api.client()?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
+            let runtime = super::runtime()?;
             let exported = runtime.block_on(fetch(&client, node, from_seq.unwrap_or(0), to_seq))?;
             export(out, &dir, &trusted_ca, &exported)
         }

@@ -1,7 +1,6 @@
 //! `strongroom cluster status`: a node's view of the cluster through its API (`GET
 //! /v1/cluster`): members, leases, connections, the leader, and each peer's attestation.
 
-use anyhow::Context as _;
 use clap::Args;
 use serde_json::{Value, json};
 
@@ -19,10 +18,7 @@ pub(crate) struct StatusArgs {
 
 pub(crate) fn run(args: StatusArgs, out: &Output) -> anyhow::Result<()> {
     let api = args.api.client()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = super::runtime()?;
     runtime.block_on(async {
         if !args.all {
             let view = api

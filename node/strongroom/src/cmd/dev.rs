@@ -325,10 +325,7 @@ fn wait_for_health(cluster: &mut TestCluster) -> anyhow::Result<()> {
         timeout: Duration::from_secs(5),
     })
     .context("cannot set up the API client with the dev cluster's certificates")?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = super::runtime()?;
     let ids = cluster.node_ids();
     let deadline = Instant::now() + HEALTH_TIMEOUT;
     for (index, id) in ids.iter().enumerate() {
@@ -473,10 +470,7 @@ fn run_demo(dir: &Path, amount: u64, out: &Output) -> anyhow::Result<()> {
             env_file.display()
         )
     })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = super::runtime()?;
     runtime.block_on(demo::run(&api, out, info.threshold, amount))
 }
 

@@ -60,10 +60,7 @@ pub(crate) fn run(args: KeysArgs, out: &Output) -> anyhow::Result<()> {
         check_key_id(key_id)?;
     }
     let api = args.api.client()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = super::runtime()?;
     runtime.block_on(async {
         match args.command {
             KeysCommand::Create {

@@ -14,3 +14,12 @@ pub(crate) mod keystore;
 pub(crate) mod node;
 pub(crate) mod sign;
 pub(crate) mod tpm;
+
+/// The single-threaded async runtime a one-shot command runs its API calls on.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}

@@ -110,10 +110,7 @@ pub(crate) fn run(args: SignArgs, out: &Output) -> anyhow::Result<()> {
         SignCommand::List { .. } => None,
     };
     let api = args.api.client()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = super::runtime()?;
     runtime.block_on(async {
         match args.command {
             SignCommand::Submit {
