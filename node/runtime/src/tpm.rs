@@ -176,8 +176,8 @@ impl Tpm2Tools {
     }
 
     /// A quote over `pcrs` (SHA-256 bank) by the key at `handle`, with `qualifying` as its
-    /// `extraData`, and the quoted PCR values (read in the same command, so they are the
-    /// values the quote covers).
+    /// `extraData`, and the PCR values (read by the same command right after the quote: a PCR
+    /// extended in between makes the verifier's digest check fail, never pass).
     pub fn quote(
         &self,
         handle: u32,
