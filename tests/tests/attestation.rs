@@ -297,11 +297,42 @@ async fn a_peer_whose_binary_is_not_in_the_profile_is_refused_until_its_digest_i
             "{last}"
         );
     }
-    // node-3 itself still runs, and the refusal shows in its peers' status only.
+    // node-3 itself still runs, with the binary it claims.
     assert_eq!(
         api.get_at(2, "/v1/cluster").await.unwrap().body["attestation"]["binary_sha256"],
         other_digest.to_hex()
     );
+    // node-3 learns from its peers' answers that both refuse it, so it does not lead.
+    let peers = &api;
+    let refused_by = eventually(
+        "node-3 to show that node-1 and node-2 refuse it",
+        Duration::from_secs(60),
+        || async move {
+            let r = peers.get_at(2, "/v1/cluster").await.ok()?;
+            let list = r.body["attestation"]["refused_by"].as_array()?.clone();
+            let names: Vec<&str> = list.iter().filter_map(|e| e["peer"].as_str()).collect();
+            (names == ["node-1", "node-2"]).then_some(Value::Array(list))
+        },
+    )
+    .await;
+    for entry in refused_by.as_array().unwrap() {
+        let detail = entry["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("node-3 is not admitted") && detail.contains("binary_sha256"),
+            "{entry}"
+        );
+        assert!(entry["since_unix"].as_u64().unwrap() > 0, "{entry}");
+    }
+    eventually(
+        "node-1 to report a leader other than node-3",
+        Duration::from_secs(30),
+        || async move {
+            let r = peers.get_at(0, "/v1/cluster").await.ok()?;
+            let leader = r.body["leader"].as_str()?;
+            (leader != "node-3").then(|| r.body["leader"].clone())
+        },
+    )
+    .await;
 
     // Signing goes on without node-3: the signers are node-1 and node-2.
     let out = sign_through(&api, 0, &key_1, Duration::from_secs(180)).await;
@@ -367,6 +398,17 @@ async fn a_peer_whose_binary_is_not_in_the_profile_is_refused_until_its_digest_i
         )
         .await;
     }
+    // node-3 learns that its peers answer it again.
+    eventually(
+        "node-3 to show that no peer refuses it",
+        Duration::from_secs(30),
+        || async move {
+            let r = peers.get_at(2, "/v1/cluster").await.ok()?;
+            let list = r.body["attestation"]["refused_by"].as_array()?;
+            list.is_empty().then(|| r.body["attestation"].clone())
+        },
+    )
+    .await;
     // node-3 takes part again: key generation needs all three.
     let created = api
         .post_at(0, "/v1/keys", &json!({"name": "k2", "threshold": 2}))

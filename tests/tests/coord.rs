@@ -1,5 +1,7 @@
 //! Coordination against a real etcd: membership, one leader, take-over when the leader dies,
-//! recovery after etcd restarts.
+//! recovery after etcd restarts; eligibility to lead: a leader made ineligible resigns and the
+//! other member is elected at once while its membership lease stays alive, and campaigns again
+//! once eligible; a member made ineligible while it waits is not elected when the leader leaves.
 
 // Helpers outside #[test] functions unwrap too: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -116,4 +118,105 @@ async fn one_leader_takeover_and_etcd_restart() {
     )
     .await;
     let _ = gone;
+}
+
+// ---- eligibility to lead ------------------------------------------------------------------
+
+/// Whether `c` leads, and everyone in `all` agrees that `id` leads.
+fn leads(c: &Coordinator, id: &str, all: &[&Coordinator]) -> bool {
+    c.state().is_leader && all.iter().all(|x| x.state().leader.as_deref() == Some(id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ineligible_leader_resigns_and_campaigns_again_once_eligible() {
+    let etcd = Etcd::start().unwrap();
+    let a = Coordinator::start(config(&etcd, "node-1")).await.unwrap();
+    let b = Coordinator::start(config(&etcd, "node-2")).await.unwrap();
+    wait_for("membership and a leader", Duration::from_secs(15), || {
+        [&a, &b].iter().all(|x| x.state().members.len() == 2)
+            && (leads(&a, "node-1", &[&a, &b]) || leads(&b, "node-2", &[&a, &b]))
+    })
+    .await;
+    let (leader, leader_id, other, other_id) = if a.state().is_leader {
+        (a, "node-1", b, "node-2")
+    } else {
+        (b, "node-2", a, "node-1")
+    };
+    assert!(!other.state().is_leader);
+
+    // Not eligible: the leader resigns and the other member is elected without waiting for a
+    // lease to expire (none does: both stay members).
+    leader.set_eligible(false);
+    assert!(!leader.eligibility().get());
+    let took = wait_for("the other member to lead", Duration::from_secs(5), || {
+        leads(&other, other_id, &[&leader, &other]) && !leader.state().is_leader
+    })
+    .await;
+    eprintln!("take-over after resigning: {took:?}");
+    for x in [&leader, &other] {
+        let s = x.state();
+        assert!(s.etcd_reachable, "{s:?}");
+        assert_eq!(s.members.len(), 2, "both stay members: {s:?}");
+    }
+    // Still not leading a while later (several lease lifetimes: the lease is kept alive).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!leader.state().is_leader);
+    assert!(leads(&other, other_id, &[&leader, &other]));
+    assert_eq!(leader.state().members.len(), 2);
+
+    // Eligible again: it campaigns again, behind the current leader, which keeps leading.
+    leader.set_eligible(true);
+    assert!(leader.eligibility().get());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(leads(&other, other_id, &[&leader, &other]));
+    assert!(!leader.state().is_leader);
+
+    // The current leader leaves: the campaigning member is elected.
+    other.shutdown().await;
+    let took = wait_for(
+        "the eligible member to lead again",
+        Duration::from_secs(5),
+        || leads(&leader, leader_id, &[&leader]) && leader.state().members.len() == 1,
+    )
+    .await;
+    eprintln!("elected again after the other member left: {took:?}");
+    leader.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ineligible_member_is_not_elected_when_the_leader_leaves() {
+    let etcd = Etcd::start().unwrap();
+    let a = Coordinator::start(config(&etcd, "node-1")).await.unwrap();
+    let b = Coordinator::start(config(&etcd, "node-2")).await.unwrap();
+    wait_for("membership and a leader", Duration::from_secs(15), || {
+        [&a, &b].iter().all(|x| x.state().members.len() == 2)
+            && (leads(&a, "node-1", &[&a, &b]) || leads(&b, "node-2", &[&a, &b]))
+    })
+    .await;
+    let (leader, follower, follower_id) = if a.state().is_leader {
+        (a, b, "node-2")
+    } else {
+        (b, a, "node-1")
+    };
+
+    // The follower withdraws its queued campaign: when the leader leaves, nobody leads.
+    follower.set_eligible(false);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    leader.shutdown().await;
+    wait_for("the leader's departure", Duration::from_secs(5), || {
+        let s = follower.state();
+        s.members.len() == 1 && s.leader.is_none()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = follower.state();
+    assert!(!s.is_leader && s.leader.is_none(), "{s:?}");
+
+    // Eligible again: it campaigns and, alone, is elected.
+    follower.set_eligible(true);
+    wait_for("the member to lead", Duration::from_secs(5), || {
+        leads(&follower, follower_id, &[&follower])
+    })
+    .await;
+    follower.shutdown().await;
 }

@@ -7,6 +7,15 @@
 //! is safety-relevant may depend on that belief. etcd never holds a secret: the keys below hold
 //! node ids only.
 //!
+//! **Eligibility.** A node campaigns for leadership only while it is *eligible to lead*
+//! ([`Coordinator::set_eligible`]; a node starts eligible). The runtime makes a node that most
+//! of its peers refuse ineligible, since every session it would drive would be refused. While
+//! not eligible the task does not campaign and resigns the election (etcd's `Resign`) if it
+//! holds it or is queued in it, so another member is elected at once rather than when a lease
+//! expires; the membership lease is kept alive all the same, so the node stays listed as a
+//! member. Once eligible again it campaigns again on the same lease, behind the members
+//! already campaigning.
+//!
 //! Keys used, all under `/strongroom/<cluster-id>/`:
 //! - `members/<node-id>`: value = node id, attached to the node's lease;
 //! - `leader`: the election prefix (etcd v3 election API); the campaign value is the node id.
@@ -14,7 +23,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions, LeaderKey, PutOptions, ResignOptions};
 use rand::Rng;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -97,14 +106,38 @@ pub struct CoordState {
 /// time to live (call [`Coordinator::shutdown`] to revoke it at once).
 pub struct Coordinator {
     state: watch::Receiver<CoordState>,
+    eligible: Eligibility,
     task: JoinHandle<()>,
     stop: watch::Sender<bool>,
+}
+
+/// Sets whether a [`Coordinator`]'s node is eligible to lead, from wherever the decision is
+/// taken ([`Coordinator::eligibility`]); clones set the same flag.
+#[derive(Clone, Debug)]
+pub struct Eligibility(watch::Sender<bool>);
+
+impl Eligibility {
+    /// Makes the node eligible to lead (it campaigns) or not (it resigns the election if it
+    /// holds it, and does not campaign). Setting the current value again does nothing.
+    pub fn set(&self, eligible: bool) {
+        self.0.send_if_modified(|cur| {
+            let changed = *cur != eligible;
+            *cur = eligible;
+            changed
+        });
+    }
+
+    /// Whether the node is currently eligible to lead.
+    pub fn get(&self) -> bool {
+        *self.0.borrow()
+    }
 }
 
 impl Coordinator {
     /// Connects to etcd (failing with an error that names the endpoints when none answers),
     /// then keeps this node's membership lease alive and campaigns for leadership in the
-    /// background, reconnecting with capped exponential backoff when etcd goes away.
+    /// background (while it is eligible to lead: [`Coordinator::set_eligible`]), reconnecting
+    /// with capped exponential backoff when etcd goes away.
     pub async fn start(config: CoordConfig) -> Result<Self, CoordError> {
         if config.endpoints.is_empty() {
             return Err(CoordError::Config("`etcd.endpoints` is empty".into()));
@@ -122,12 +155,28 @@ impl Coordinator {
             })?;
         let (tx, rx) = watch::channel(CoordState::default());
         let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(config, Some(client), tx, stop_rx));
+        let (eligible_tx, eligible_rx) = watch::channel(true);
+        let task = tokio::spawn(run(config, Some(client), tx, stop_rx, eligible_rx));
         Ok(Self {
             state: rx,
+            eligible: Eligibility(eligible_tx),
             task,
             stop: stop_tx,
         })
+    }
+
+    /// Sets whether this node is eligible to lead (it starts eligible). While it is not, the
+    /// background task resigns the election if this node holds it (another member is elected
+    /// at once) and does not campaign; the membership lease stays alive. When it is eligible
+    /// again, it campaigns again. Takes effect at once, or at the next round trip while etcd is
+    /// unreachable.
+    pub fn set_eligible(&self, eligible: bool) {
+        self.eligible.set(eligible);
+    }
+
+    /// A handle that sets this node's eligibility to lead (see [`Coordinator::set_eligible`]).
+    pub fn eligibility(&self) -> Eligibility {
+        self.eligible.clone()
     }
 
     /// A receiver of state changes.
@@ -168,19 +217,74 @@ async fn connect(config: &CoordConfig) -> Result<Client, etcd_client::Error> {
     Ok(client)
 }
 
-/// One lease "epoch": a lease, the membership key on it and a campaign for leadership.
+/// One lease "epoch": a lease, the membership key on it and, while the node is eligible to
+/// lead, a campaign for leadership.
 struct Epoch {
     lease_id: i64,
     keeper: etcd_client::LeaseKeeper,
     keepalive_stream: etcd_client::LeaseKeepAliveStream,
-    campaign: JoinHandle<Result<(), etcd_client::Error>>,
+    /// The client campaigns use (without a per-request timeout).
+    campaign_client: Client,
+    /// The campaign, while this node is eligible to lead.
+    campaign: Option<Campaign>,
+}
+
+/// A campaign on the epoch's lease: it ends when this node wins (or fails).
+struct Campaign {
+    task: JoinHandle<Result<(), etcd_client::Error>>,
     won: watch::Receiver<bool>,
 }
 
-impl Drop for Epoch {
+impl Drop for Campaign {
     fn drop(&mut self) {
-        self.campaign.abort();
+        // Cancelling the call makes etcd withdraw a campaign that has not won yet; `withdraw`
+        // makes sure of it.
+        self.task.abort();
     }
+}
+
+/// Starts a campaign for leadership on the epoch's lease.
+fn campaign(config: &CoordConfig, epoch: &Epoch) -> Campaign {
+    let (won_tx, won_rx) = watch::channel(false);
+    let mut campaign_client = epoch.campaign_client.clone();
+    let name = config.election_name();
+    let value = config.node_id.clone();
+    let lease_id = epoch.lease_id;
+    // Campaign blocks until this lease holds the election; leadership ends with the lease.
+    let task = tokio::spawn(async move {
+        campaign_client.campaign(name, value, lease_id).await?;
+        let _ = won_tx.send(true);
+        Ok(())
+    });
+    debug!(lease_id, "campaigning for leadership");
+    Campaign { task, won: won_rx }
+}
+
+/// Resigns every election key on the epoch's lease (the one holding the election, or one still
+/// queued behind it); returns whether there was one.
+async fn withdraw(
+    config: &CoordConfig,
+    client: &mut Client,
+    epoch: &Epoch,
+) -> Result<bool, etcd_client::Error> {
+    let name = config.election_name();
+    let prefix = format!("{name}/");
+    let resp = client
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await?;
+    let mut resigned = false;
+    for kv in resp.kvs().iter().filter(|kv| kv.lease() == epoch.lease_id) {
+        let key = LeaderKey::new()
+            .with_name(name.clone())
+            .with_key(kv.key())
+            .with_rev(kv.create_revision())
+            .with_lease(epoch.lease_id);
+        client
+            .resign(Some(ResignOptions::new().with_leader(key)))
+            .await?;
+        resigned = true;
+    }
+    Ok(resigned)
 }
 
 async fn start_epoch(
@@ -198,29 +302,20 @@ async fn start_epoch(
             Some(PutOptions::new().with_lease(lease_id)),
         )
         .await?;
-    let (won_tx, won_rx) = watch::channel(false);
     // The campaign call blocks until this node wins, which may be never: it gets a client of
     // its own without the per-request timeout (which would end every follower's campaign).
-    let mut campaign_client = Client::connect(
+    let campaign_client = Client::connect(
         &config.endpoints,
         Some(ConnectOptions::new().with_connect_timeout(Duration::from_secs(2))),
     )
     .await?;
-    let name = config.election_name();
-    let value = config.node_id.clone();
-    // Campaign blocks until this lease holds the election; leadership ends with the lease.
-    let campaign = tokio::spawn(async move {
-        campaign_client.campaign(name, value, lease_id).await?;
-        let _ = won_tx.send(true);
-        Ok(())
-    });
     info!(lease_id, "joined cluster membership");
     Ok(Epoch {
         lease_id,
         keeper,
         keepalive_stream,
-        campaign,
-        won: won_rx,
+        campaign_client,
+        campaign: None,
     })
 }
 
@@ -259,12 +354,16 @@ async fn refresh(
         }
         Err(e) => return Err(e),
     };
-    if epoch.campaign.is_finished() && !*epoch.won.borrow() {
-        return Err(etcd_client::Error::ElectError(
-            "campaign ended without winning".into(),
-        ));
-    }
-    let is_leader = *epoch.won.borrow() && leader.as_deref() == Some(config.node_id.as_str());
+    let won = match &epoch.campaign {
+        Some(c) if c.task.is_finished() && !*c.won.borrow() => {
+            return Err(etcd_client::Error::ElectError(
+                "campaign ended without winning".into(),
+            ));
+        }
+        Some(c) => *c.won.borrow(),
+        None => false,
+    };
+    let is_leader = won && leader.as_deref() == Some(config.node_id.as_str());
     Ok(CoordState {
         etcd_reachable: true,
         members,
@@ -279,14 +378,20 @@ async fn run(
     mut client: Option<Client>,
     state: watch::Sender<CoordState>,
     mut stop: watch::Receiver<bool>,
+    mut eligible: watch::Receiver<bool>,
 ) {
     let mut epoch: Option<Epoch> = None;
     let mut backoff = Duration::from_millis(100);
     let max_backoff = Duration::from_secs(2);
+    let mut eligibility_open = true;
+    // Whether this node stopped campaigning because it was not eligible to lead.
+    let mut withdrawn = false;
     loop {
         if *stop.borrow() {
             break;
         }
+        let may_lead = *eligible.borrow_and_update();
+        let was_leader = state.borrow().is_leader;
         let round = async {
             let c = match client.as_mut() {
                 Some(c) => c,
@@ -295,10 +400,29 @@ async fn run(
             if epoch.is_none() {
                 epoch = Some(start_epoch(&config, c).await?);
             }
-            match epoch.as_mut() {
-                Some(e) => refresh(&config, c, e).await,
-                None => Err(etcd_client::Error::ElectError("no lease".into())),
+            let Some(e) = epoch.as_mut() else {
+                return Err(etcd_client::Error::ElectError("no lease".into()));
+            };
+            if may_lead {
+                if e.campaign.is_none() {
+                    if withdrawn {
+                        info!(node = %config.node_id, "eligible to lead again: campaigning");
+                        withdrawn = false;
+                    }
+                    e.campaign = Some(campaign(&config, e));
+                }
+            } else {
+                withdrawn = true;
+                let stopped = e.campaign.take().is_some();
+                // Every round while not eligible: a campaign cancelled just as it reached etcd
+                // may still have put its key.
+                if withdraw(&config, c, e).await? && was_leader {
+                    warn!(node = %config.node_id, "not eligible to lead: resigned leadership");
+                } else if stopped {
+                    info!(node = %config.node_id, "not eligible to lead: not campaigning");
+                }
             }
+            refresh(&config, c, e).await
         };
         let wait = match round.await {
             Ok(s) => {
@@ -315,8 +439,8 @@ async fn run(
             }
             Err(e) => {
                 warn!(error = %e, "etcd round trip failed; retrying");
-                // A new lease (and a new campaign) after any failure: the old one may have
-                // expired, and with it membership and leadership.
+                // A new lease (and, while eligible, a new campaign) after any failure: the old
+                // one may have expired, and with it membership and leadership.
                 epoch = None;
                 client = None;
                 state.send_modify(|cur| {
@@ -333,6 +457,9 @@ async fn run(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => {}
+            changed = eligible.changed(), if eligibility_open => {
+                eligibility_open = changed.is_ok();
+            }
         }
     }
     if let (Some(c), Some(e)) = (client.as_mut(), epoch.take()) {

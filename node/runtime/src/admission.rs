@@ -37,6 +37,16 @@
 //! - **Records**: a change of outcome is logged and appended to the audit log:
 //!   `peer_admitted` (peer, profile, binary digest, token) and `peer_refused` (peer, field,
 //!   reason). Successful periodic re-checks record nothing.
+//! - **Refused by peers** ([`Engine::note_answer`]): a peer answering a request of this node with
+//!   `peer-not-admitted` about this node refuses it; any later answer of the peer that is not that
+//!   refusal clears it. Every call to a peer ([`Engine::call`]) notes its answer, and a background
+//!   task ([`standing_loop`]) asks each connected peer it admits for its status on every new
+//!   connection and every `recheck_secs` (every 5 s while the peer refuses it), so a node that
+//!   sends its peers nothing else learns it too. A change is logged (error when refused, info when
+//!   answered again), not audited, and `GET /v1/cluster` lists the refusals under the node's own
+//!   `attestation.refused_by`. A node refused by more than half of its peers is not eligible to
+//!   lead ([`eligible_to_lead`]): it resigns the etcd election and does not campaign
+//!   ([`strongroom_coord::Coordinator::set_eligible`]) until enough peers answer it again.
 //!
 //! In dev mode without a profile the node warns at start-up, admits every peer on its
 //! certificate alone, and answers attestation requests with an error (so peers that do
@@ -133,6 +143,13 @@ pub enum AttestationStartError {
     Tpm(#[from] TpmToolsError),
 }
 
+/// Longest a status request of [`standing_loop`] may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often [`standing_loop`] asks a peer that refuses this node again (at most), so a
+/// refusal that ends (a peer that could not check this node's evidence in time, an edited
+/// profile) stops counting soon.
+const REFUSED_PROBE: Duration = Duration::from_secs(5);
+
 /// A peer is not admitted (yet, or at all).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum NotAdmitted {
@@ -165,6 +182,32 @@ impl NotAdmitted {
             NotAdmitted::Unverified { .. } => RemoteError::new("unreachable", self.to_string()),
         }
     }
+
+    /// Whether `error`, a peer's answer to a request of node `node`, says that the peer does
+    /// not admit `node`: `peer-not-admitted` with the text of a [`NotAdmitted`] about `node`
+    /// (a peer passing on a refusal of another node names that node, or itself).
+    pub fn is_refusal_of(error: &RemoteError, node: &str) -> bool {
+        error.kind == "peer-not-admitted"
+            && error
+                .detail
+                .starts_with(&format!("node {node} is not admitted:"))
+    }
+}
+
+/// Whether a node refused by `refused` of its peers, in a cluster of `members` nodes, is
+/// eligible to lead: unless strictly more than half of the other members refuse it (with
+/// three nodes, unless both peers do).
+pub fn eligible_to_lead(refused: usize, members: usize) -> bool {
+    refused * 2 <= members.saturating_sub(1)
+}
+
+/// A peer that refuses this node: it answered a request with `peer-not-admitted`.
+#[derive(Debug, Clone)]
+struct RefusedBy {
+    /// The peer's answer.
+    detail: String,
+    /// Since when (the first refusing answer).
+    since: SystemTime,
 }
 
 /// What a verified peer runs, as its evidence said.
@@ -311,6 +354,8 @@ pub struct Attestation {
     sent: Mutex<HashMap<Vec<u8>, SentEvidence>>,
     /// One evidence (token signature, TPM quote) produced at a time.
     producing: tokio::sync::Mutex<()>,
+    /// The peers that refuse this node, by node id ([`Engine::note_answer`]).
+    refused_by: Mutex<BTreeMap<String, RefusedBy>>,
 }
 
 fn unix_now() -> u64 {
@@ -545,6 +590,7 @@ impl Attestation {
             tpm,
             sent: Mutex::new(HashMap::new()),
             producing: tokio::sync::Mutex::new(()),
+            refused_by: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -637,6 +683,59 @@ impl Engine {
         };
         self.peer_channel_binding(peer)
             .is_some_and(|b| b == binding)
+    }
+
+    /// Notes `peer`'s answer to a request of this node (`error` when it answered with one):
+    /// a refusal of this node ([`NotAdmitted::is_refusal_of`]) records that the peer refuses
+    /// it, any other answer clears that. A change is logged and updates whether this node is
+    /// eligible to lead ([`eligible_to_lead`]).
+    pub(crate) fn note_answer(&self, peer: &str, error: Option<&RemoteError>) {
+        let refusal = error.filter(|e| NotAdmitted::is_refusal_of(e, &self.me));
+        let mut refused_by = lock(&self.attestation.refused_by);
+        match (refusal, refused_by.get_mut(peer)) {
+            (Some(e), Some(known)) => {
+                known.detail.clone_from(&e.detail);
+                return;
+            }
+            (Some(e), None) => {
+                tracing::error!(
+                    peer,
+                    detail = %e.detail,
+                    "this peer does not admit this node and refuses its requests (the detail says why): it takes part in nothing the peer runs"
+                );
+                refused_by.insert(
+                    peer.to_owned(),
+                    RefusedBy {
+                        detail: e.detail.clone(),
+                        since: SystemTime::now(),
+                    },
+                );
+            }
+            (None, Some(_)) => {
+                tracing::info!(
+                    peer,
+                    "this peer no longer refuses this node: it answers its requests again"
+                );
+                refused_by.remove(peer);
+            }
+            (None, None) => return,
+        }
+        let eligible = eligible_to_lead(refused_by.len(), self.members.len());
+        if eligible != self.eligibility.get() {
+            if eligible {
+                tracing::info!(
+                    refused_by = refused_by.len(),
+                    "no longer refused by more than half of the peers: eligible to lead again"
+                );
+            } else {
+                tracing::error!(
+                    refused_by = ?refused_by.keys().collect::<Vec<_>>(),
+                    "refused by more than half of the peers: not eligible to lead (resigning leadership, not campaigning)"
+                );
+            }
+        }
+        // Under the lock, so concurrent answers cannot set an outdated value.
+        self.eligibility.set(eligible);
     }
 
     fn peer_channel_binding(&self, peer: &str) -> Option<Vec<u8>> {
@@ -1078,6 +1177,14 @@ impl Engine {
                 "firmware_version": self.attestation.token.firmware_version,
             },
             "recheck_secs": self.attestation.recheck.as_secs(),
+            "refused_by": lock(&self.attestation.refused_by)
+                .iter()
+                .map(|(peer, r)| json!({
+                    "peer": peer,
+                    "detail": r.detail,
+                    "since_unix": unix_secs(r.since),
+                }))
+                .collect::<Vec<_>>(),
             "tpm": self.attestation.tpm.as_ref().map(|t| json!({
                 "tcti": t.tools.tcti(),
                 "ak_handle": hex_handle(t.handle),
@@ -1176,6 +1283,51 @@ pub(crate) async fn admission_loop(engine: Arc<Engine>) {
                 engine.attest_peer(&peer, ATTEST_TIMEOUT, force).await;
             });
         }
+    }
+}
+
+/// Asks each connected peer this node admits for its status on every new connection and then
+/// every `[attestation] recheck_secs` (every [`REFUSED_PROBE`] at most while the peer refuses
+/// this node), so this node learns whether its peers refuse it, and when they admit it again,
+/// even while it sends them nothing else ([`Engine::call`] notes every answer). Runs with or
+/// without a firmware profile: peers check this node either way.
+pub(crate) async fn standing_loop(engine: Arc<Engine>) {
+    let recheck = engine.attestation.recheck;
+    // Per peer: the connection (exporter value) asked on last, and when.
+    let mut asked: HashMap<u16, (Option<Vec<u8>>, Instant)> = HashMap::new();
+    loop {
+        tokio::time::sleep(WATCH_INTERVAL).await;
+        let mut due = Vec::new();
+        for index in engine.other_parties() {
+            if !engine.reachable(index) {
+                continue;
+            }
+            let Ok(peer) = engine.member(index) else {
+                continue;
+            };
+            let binding = engine.peer_channel_binding(peer);
+            let every = if lock(&engine.attestation.refused_by).contains_key(peer) {
+                recheck.min(REFUSED_PROBE)
+            } else {
+                recheck
+            };
+            let ask = asked
+                .get(&index)
+                .is_none_or(|(on, at)| *on != binding || at.elapsed() >= every);
+            if ask {
+                asked.insert(index, (binding, Instant::now()));
+                due.push(index);
+            }
+        }
+        let calls = due.into_iter().map(|index| {
+            let engine = engine.clone();
+            async move {
+                if let Err(e) = engine.call(index, Request::Status, PROBE_TIMEOUT).await {
+                    tracing::debug!(party = index, error = %e, "status request to a peer failed");
+                }
+            }
+        });
+        futures::future::join_all(calls).await;
     }
 }
 
@@ -1327,5 +1479,56 @@ mod tests {
             detail: "timeout".into(),
         };
         assert_eq!(failed.to_remote().kind, "unreachable");
+    }
+
+    #[test]
+    fn a_refusal_of_this_node_is_told_from_other_answers() {
+        let refused = NotAdmitted::Refused {
+            peer: "node-3".into(),
+            field: "binary_sha256".into(),
+            reason: "not allowed".into(),
+        };
+        let unverified = NotAdmitted::Unverified {
+            peer: "node-3".into(),
+            detail: "timeout".into(),
+        };
+        // What a peer's request loop answers a node it does not admit.
+        for e in [&refused, &unverified] {
+            let answer = RemoteError::new("peer-not-admitted", e.to_string());
+            assert!(NotAdmitted::is_refusal_of(&answer, "node-3"), "{e}");
+            assert!(!NotAdmitted::is_refusal_of(&answer, "node-30"), "{e}");
+            assert!(!NotAdmitted::is_refusal_of(&answer, "node-1"), "{e}");
+        }
+        assert!(NotAdmitted::is_refusal_of(&refused.to_remote(), "node-3"));
+        // Another kind, or a refusal of another node passed on, is no refusal of this node.
+        let other = RemoteError::new("unreachable", refused.to_string());
+        assert!(!NotAdmitted::is_refusal_of(&other, "node-3"));
+        let passed_on = RemoteError::new(
+            "peer-not-admitted",
+            format!(
+                "node node-2: {}",
+                NotAdmitted::Refused {
+                    peer: "node-1".into(),
+                    field: "binary_sha256".into(),
+                    reason: "not allowed".into(),
+                }
+            ),
+        );
+        assert!(!NotAdmitted::is_refusal_of(&passed_on, "node-1"));
+        assert!(!NotAdmitted::is_refusal_of(&passed_on, "node-3"));
+    }
+
+    #[test]
+    fn a_node_refused_by_more_than_half_of_its_peers_may_not_lead() {
+        // Three nodes: refused by both peers.
+        assert!(eligible_to_lead(0, 3));
+        assert!(eligible_to_lead(1, 3));
+        assert!(!eligible_to_lead(2, 3));
+        // Five nodes: by three of the four peers.
+        assert!(eligible_to_lead(2, 5));
+        assert!(!eligible_to_lead(3, 5));
+        // Two nodes: by its one peer; a single node always may.
+        assert!(!eligible_to_lead(1, 2));
+        assert!(eligible_to_lead(0, 1));
     }
 }

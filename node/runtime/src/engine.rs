@@ -154,6 +154,9 @@ pub struct Engine {
     pub(crate) store: Store,
     pub(crate) transport: Arc<Transport>,
     pub(crate) coord: watch::Receiver<strongroom_coord::CoordState>,
+    /// Whether this node campaigns for leadership: not while most peers refuse it
+    /// ([`crate::admission`]).
+    pub(crate) eligibility: strongroom_coord::Eligibility,
     pub(crate) metrics: EngineMetrics,
     pub(crate) network: strongroom_bitcoin::bitcoin::Network,
     pub(crate) requests: crate::requests::RequestsState,
@@ -250,6 +253,7 @@ impl Engine {
         store: Store,
         transport: Arc<Transport>,
         coord: watch::Receiver<strongroom_coord::CoordState>,
+        eligibility: strongroom_coord::Eligibility,
         metrics: EngineMetrics,
         network: strongroom_bitcoin::bitcoin::Network,
         requests: crate::requests::RequestsState,
@@ -271,6 +275,7 @@ impl Engine {
             store,
             transport,
             coord,
+            eligibility,
             metrics,
             network,
             requests,
@@ -1352,10 +1357,20 @@ impl Engine {
                     node: node.clone(),
                     error: RemoteError::new("unreachable", e.to_string()),
                 })?;
-            serde_json::from_slice(&answer).map_err(|e| EngineError::Remote {
-                node: node.clone(),
-                error: RemoteError::new("bad-reply", e.to_string()),
-            })?
+            let reply: Reply =
+                serde_json::from_slice(&answer).map_err(|e| EngineError::Remote {
+                    node: node.clone(),
+                    error: RemoteError::new("bad-reply", e.to_string()),
+                })?;
+            // Whether the peer refuses this node (crate::admission).
+            self.note_answer(
+                &node,
+                match &reply {
+                    Reply::Error(e) => Some(e),
+                    _ => None,
+                },
+            );
+            reply
         };
         match reply {
             Reply::Error(error) => Err(EngineError::Remote { node, error }),

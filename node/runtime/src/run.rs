@@ -297,6 +297,7 @@ pub async fn run(
         store.clone(),
         transport.clone(),
         coordinator.subscribe(),
+        coordinator.eligibility(),
         engine_metrics,
         network,
         crate::requests::RequestsState::new(policy, own_cert, config.signing.max_in_flight),
@@ -308,6 +309,9 @@ pub async fn run(
     tasks.push(tokio::spawn(crate::leader::leader_loop(engine.clone())));
     let admission = crate::admission::admission_loop(engine.clone());
     tasks.push(tokio::spawn(admission));
+    tasks.push(tokio::spawn(crate::admission::standing_loop(
+        engine.clone(),
+    )));
     tasks.push(tokio::spawn(engine.clone().checkpoint_loop()));
     {
         let engine = engine.clone();

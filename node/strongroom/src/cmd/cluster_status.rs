@@ -170,5 +170,16 @@ fn render(view: &Value) -> String {
     } else {
         s.push_str("this node: no firmware profile (dev mode): peers admitted on their certificate alone\n");
     }
+    for r in a["refused_by"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        s.push_str(&format!(
+            "this node is REFUSED by {}: {}\n",
+            r["peer"].as_str().unwrap_or("?"),
+            r["detail"].as_str().unwrap_or("?")
+        ));
+    }
     s
 }
