@@ -575,7 +575,7 @@ pub enum VerifyError {
         profile: String,
     },
     /// The TPM quote did not pass.
-    #[error("tpm_quote: {0}")]
+    #[error("{field}: {0}", field = .0.field())]
     Tpm(TpmError),
 }
 
