@@ -7,16 +7,15 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use common::{Ctx, claims, production_profile, sign_with};
 use strongroom_attest::{
     Claims, FirmwareProfile, PcrValue, Sha256Digest, TpmError, TpmQuote, VerifyError, parse_quote,
     verify,
 };
+use strongroom_devenv::swtpm::{self, Swtpm};
 
 const PCRS: [u8; 4] = [0, 2, 4, 7];
 
@@ -164,98 +163,24 @@ fn recorded_swtpm_quote_verifies() {
 
 // ---- live swtpm ------------------------------------------------------------------------------
 
-const TOOLS: [&str; 7] = [
-    "swtpm",
-    "tpm2_createek",
-    "tpm2_createak",
-    "tpm2_flushcontext",
-    "tpm2_pcrextend",
-    "tpm2_pcrread",
-    "tpm2_quote",
-];
-
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
-}
-
-/// A free port whose successor is free too: the swtpm TCTI expects the control channel on
-/// the port after the server's.
-fn free_port_pair() -> u16 {
-    for _ in 0..100 {
-        let first = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = first.local_addr().unwrap().port();
-        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no two consecutive free ports on loopback");
-}
-
-/// A swtpm process on loopback, killed on drop.
-struct Swtpm {
-    child: Child,
-    tcti: String,
-}
-
-impl Swtpm {
-    fn start(state: &Path) -> Swtpm {
-        let server = free_port_pair();
-        let ctrl = server + 1;
-        let child = Command::new("swtpm")
-            .args(["socket", "--tpm2", "--flags", "startup-clear"])
-            .arg("--tpmstate")
-            .arg(format!("dir={}", state.display()))
-            .args([
-                "--server",
-                &format!("type=tcp,port={server},bindaddr=127.0.0.1"),
-            ])
-            .args([
-                "--ctrl",
-                &format!("type=tcp,port={ctrl},bindaddr=127.0.0.1"),
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", server)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "swtpm did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Swtpm {
-            child,
-            tcti: format!("swtpm:host=127.0.0.1,port={server}"),
-        }
-    }
-
-    fn run(&self, dir: &Path, tool: &str, args: &[&str]) {
-        let out = Command::new(tool)
-            .args(args)
-            .current_dir(dir)
-            .env("TPM2TOOLS_TCTI", &self.tcti)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{tool} {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Runs a tpm2-tools command in `dir` against the TPM at `tcti`.
+fn run(tcti: &str, dir: &Path, tool: &str, args: &[&str]) {
+    let out = Command::new(tool)
+        .args(args)
+        .current_dir(dir)
+        .env("TPM2TOOLS_TCTI", tcti)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn live_swtpm_quote_verifies() {
-    let missing: Vec<&str> = TOOLS.iter().copied().filter(|t| !on_path(t)).collect();
+    let missing = swtpm::missing_tools();
     if !missing.is_empty() {
         eprintln!(
             "skipped: {} not installed (Debian packages swtpm, tpm2-tools); the recorded quote is still checked",
@@ -264,27 +189,25 @@ fn live_swtpm_quote_verifies() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    std::fs::create_dir(&state).unwrap();
-    let tpm = Swtpm::start(&state);
     let d = dir.path();
+    let tpm = Swtpm::start("swtpm", d).unwrap();
+    let tcti = tpm.tcti();
 
     // A measured boot: one measurement into each PCR of the profile.
-    let extend: Vec<String> = PCRS
-        .iter()
-        .map(|i| format!("{i}:sha256={}", measurement(*i)))
-        .collect();
-    let extend: Vec<&str> = extend.iter().map(String::as_str).collect();
-    tpm.run(d, "tpm2_pcrextend", &extend);
+    for i in PCRS {
+        tpm.extend(i, measurement(i).as_bytes()).unwrap();
+    }
     // Endorsement key, then an ECDSA P-256 attestation key under it. Without a resource
     // manager, transient objects and sessions are flushed by hand between commands.
-    tpm.run(
+    run(
+        &tcti,
         d,
         "tpm2_createek",
         &["-c", "ek.ctx", "-G", "ecc", "-u", "ek.pub"],
     );
-    tpm.run(d, "tpm2_flushcontext", &["-t"]);
-    tpm.run(
+    run(&tcti, d, "tpm2_flushcontext", &["-t"]);
+    run(
+        &tcti,
         d,
         "tpm2_createak",
         &[
@@ -292,15 +215,16 @@ fn live_swtpm_quote_verifies() {
             "ak.der", "-f", "der", "-n", "ak.name",
         ],
     );
-    tpm.run(d, "tpm2_flushcontext", &["-t"]);
-    tpm.run(d, "tpm2_flushcontext", &["-s"]);
+    run(&tcti, d, "tpm2_flushcontext", &["-t"]);
+    run(&tcti, d, "tpm2_flushcontext", &["-s"]);
 
     let qualifying = hex::encode(claims("test-production").tpm_qualifying_data().unwrap());
     let selection = format!(
         "sha256:{}",
         PCRS.iter().map(u8::to_string).collect::<Vec<_>>().join(",")
     );
-    tpm.run(
+    run(
+        &tcti,
         d,
         "tpm2_quote",
         &[
@@ -318,7 +242,7 @@ fn live_swtpm_quote_verifies() {
             "quote.sig",
         ],
     );
-    tpm.run(d, "tpm2_pcrread", &[&selection, "-o", "pcrs.bin"]);
+    run(&tcti, d, "tpm2_pcrread", &[&selection, "-o", "pcrs.bin"]);
 
     let read = |name: &str| std::fs::read(d.join(name)).unwrap();
     let quote = TpmQuote {

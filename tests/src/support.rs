@@ -46,6 +46,25 @@ where
     }
 }
 
+/// Waits until key `key_id` is ready on node `node` (failing at once if its generation failed)
+/// and returns the node's view of the key (`GET /v1/keys/{key_id}`).
+pub async fn key_ready(api: &ApiClient, node: usize, key_id: &str, limit: Duration) -> Value {
+    let path = format!("/v1/keys/{key_id}");
+    eventually("the key to be ready", limit, || {
+        let path = path.clone();
+        async move {
+            let r = api.get_at(node, &path).await.ok()?;
+            assert_ne!(
+                r.body["state"], "failed",
+                "key generation failed: {}",
+                r.body
+            );
+            (r.body["state"] == "ready").then_some(r.body)
+        }
+    })
+    .await
+}
+
 /// The rows `sql` returns from the database at `url`.
 pub async fn db_rows(url: &str, sql: &str) -> Vec<tokio_postgres::Row> {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)

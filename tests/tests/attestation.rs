@@ -19,7 +19,7 @@ use strongroom_client::ApiClient;
 use strongroom_devenv::swtpm::{self, Swtpm};
 use strongroom_tests::cluster::{ClusterOptions, DEV_FIRMWARE_PROFILE, TestCluster};
 use strongroom_tests::process::strongroom_binary;
-use strongroom_tests::support::{api_client, db_rows, eventually, run_node};
+use strongroom_tests::support::{api_client, db_rows, eventually, key_ready, run_node};
 
 /// `firmware-profile/dev.toml` with `old` replaced by `new` (which must occur).
 fn dev_profile_with(old: &str, new: &str) -> String {
@@ -147,23 +147,33 @@ async fn audit_entries(url: &str, kind: &str, peer: &str) -> Vec<Value> {
     .collect()
 }
 
+/// Waits until the database at `url` holds an audit entry of `kind` about `peer` for which
+/// `pick` holds, and returns the last such entry's fields.
+async fn wait_audit_entry(
+    url: &str,
+    kind: &str,
+    peer: &str,
+    pick: impl Fn(&Value) -> bool,
+) -> Value {
+    let pick = &pick;
+    eventually(
+        &format!("a {kind} audit entry for {peer}"),
+        Duration::from_secs(10),
+        || async move {
+            audit_entries(url, kind, peer)
+                .await
+                .into_iter()
+                .filter(|f| pick(f))
+                .last()
+        },
+    )
+    .await
+}
+
 /// Waits until the key `key_id` is ready on every node of `nodes`.
 async fn wait_key_ready(api: &ApiClient, nodes: &[usize], key_id: &str) {
     for &node in nodes {
-        let path = format!("/v1/keys/{key_id}");
-        eventually("the key to be ready", Duration::from_secs(300), || {
-            let path = path.clone();
-            async move {
-                let r = api.get_at(node, &path).await.ok()?;
-                assert_ne!(
-                    r.body["state"], "failed",
-                    "key generation failed: {}",
-                    r.body
-                );
-                (r.body["state"] == "ready").then_some(r.body)
-            }
-        })
-        .await;
+        key_ready(api, node, key_id, Duration::from_secs(300)).await;
     }
 }
 
@@ -274,20 +284,7 @@ async fn a_peer_whose_binary_is_not_in_the_profile_is_refused_until_its_digest_i
         );
         // The entry is appended right after the state changes.
         let url = cluster.database_url(node);
-        let last = eventually(
-            "a peer_refused audit entry for node-3",
-            Duration::from_secs(10),
-            || {
-                let url = url.clone();
-                async move {
-                    audit_entries(&url, "peer_refused", "node-3")
-                        .await
-                        .last()
-                        .cloned()
-                }
-            },
-        )
-        .await;
+        let last = wait_audit_entry(&url, "peer_refused", "node-3", |_| true).await;
         assert_eq!(last["field"], "binary_sha256", "{last}");
         assert!(
             last["reason"]
@@ -383,19 +380,9 @@ async fn a_peer_whose_binary_is_not_in_the_profile_is_refused_until_its_digest_i
         assert_eq!(a["binary_sha256"], other_digest.to_hex(), "{a}");
         let url = cluster.database_url(node);
         let want = other_digest.to_hex();
-        eventually(
-            "a peer_admitted audit entry for node-3's new binary",
-            Duration::from_secs(10),
-            || {
-                let (url, want) = (url.clone(), want.clone());
-                async move {
-                    audit_entries(&url, "peer_admitted", "node-3")
-                        .await
-                        .into_iter()
-                        .find(|f| f["binary_sha256"] == want.as_str())
-                }
-            },
-        )
+        wait_audit_entry(&url, "peer_admitted", "node-3", |f| {
+            f["binary_sha256"] == want.as_str()
+        })
         .await;
     }
     // node-3 learns that its peers answer it again.
@@ -558,20 +545,9 @@ async fn nodes_quoting_with_their_tpms_are_admitted_and_a_changed_boot_is_refuse
             let a = wait_admission(&api, node, peer, "admitted").await;
             assert_eq!(a["tpm_ak_sha256"], aks[peer_index].as_str(), "{a}");
             let url = cluster.database_url(node);
-            let want = aks[peer_index].clone();
-            eventually(
-                "a peer_admitted audit entry naming the peer's TPM key",
-                Duration::from_secs(10),
-                || {
-                    let (url, want) = (url.clone(), want.clone());
-                    async move {
-                        audit_entries(&url, "peer_admitted", peer)
-                            .await
-                            .into_iter()
-                            .find(|f| f["tpm_ak_sha256"] == want.as_str())
-                    }
-                },
-            )
+            wait_audit_entry(&url, "peer_admitted", peer, |f| {
+                f["tpm_ak_sha256"] == aks[peer_index].as_str()
+            })
             .await;
         }
     }
@@ -599,20 +575,7 @@ async fn nodes_quoting_with_their_tpms_are_admitted_and_a_changed_boot_is_refuse
             "{reason}"
         );
         let url = cluster.database_url(node);
-        let last = eventually(
-            "a peer_refused audit entry for node-3",
-            Duration::from_secs(10),
-            || {
-                let url = url.clone();
-                async move {
-                    audit_entries(&url, "peer_refused", "node-3")
-                        .await
-                        .last()
-                        .cloned()
-                }
-            },
-        )
-        .await;
+        let last = wait_audit_entry(&url, "peer_refused", "node-3", |_| true).await;
         assert_eq!(last["field"], "tpm.pcrs", "{last}");
     }
     // `strongroom cluster status` shows node-1's view: node-3 refused, naming the PCR.

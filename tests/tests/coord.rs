@@ -127,21 +127,29 @@ fn leads(c: &Coordinator, id: &str, all: &[&Coordinator]) -> bool {
     c.state().is_leader && all.iter().all(|x| x.state().leader.as_deref() == Some(id))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ineligible_leader_resigns_and_campaigns_again_once_eligible() {
-    let etcd = Etcd::start().unwrap();
-    let a = Coordinator::start(config(&etcd, "node-1")).await.unwrap();
-    let b = Coordinator::start(config(&etcd, "node-2")).await.unwrap();
+/// Two members on `etcd`, once both see each other and agree on a leader: the leader and the
+/// follower, each with its node id.
+async fn leader_and_follower(
+    etcd: &Etcd,
+) -> ((Coordinator, &'static str), (Coordinator, &'static str)) {
+    let a = Coordinator::start(config(etcd, "node-1")).await.unwrap();
+    let b = Coordinator::start(config(etcd, "node-2")).await.unwrap();
     wait_for("membership and a leader", Duration::from_secs(15), || {
         [&a, &b].iter().all(|x| x.state().members.len() == 2)
             && (leads(&a, "node-1", &[&a, &b]) || leads(&b, "node-2", &[&a, &b]))
     })
     .await;
-    let (leader, leader_id, other, other_id) = if a.state().is_leader {
-        (a, "node-1", b, "node-2")
+    if a.state().is_leader {
+        ((a, "node-1"), (b, "node-2"))
     } else {
-        (b, "node-2", a, "node-1")
-    };
+        ((b, "node-2"), (a, "node-1"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ineligible_leader_resigns_and_campaigns_again_once_eligible() {
+    let etcd = Etcd::start().unwrap();
+    let ((leader, leader_id), (other, other_id)) = leader_and_follower(&etcd).await;
     assert!(!other.state().is_leader);
 
     // Not eligible: the leader resigns and the other member is elected without waiting for a
@@ -186,18 +194,7 @@ async fn an_ineligible_leader_resigns_and_campaigns_again_once_eligible() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ineligible_member_is_not_elected_when_the_leader_leaves() {
     let etcd = Etcd::start().unwrap();
-    let a = Coordinator::start(config(&etcd, "node-1")).await.unwrap();
-    let b = Coordinator::start(config(&etcd, "node-2")).await.unwrap();
-    wait_for("membership and a leader", Duration::from_secs(15), || {
-        [&a, &b].iter().all(|x| x.state().members.len() == 2)
-            && (leads(&a, "node-1", &[&a, &b]) || leads(&b, "node-2", &[&a, &b]))
-    })
-    .await;
-    let (leader, follower, follower_id) = if a.state().is_leader {
-        (a, b, "node-2")
-    } else {
-        (b, a, "node-1")
-    };
+    let ((leader, _), (follower, follower_id)) = leader_and_follower(&etcd).await;
 
     // The follower withdraws its queued campaign: when the leader leaves, nobody leads.
     follower.set_eligible(false);

@@ -18,7 +18,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 use strongroom_client::ApiClient;
 use strongroom_tests::cluster::{ClusterOptions, TestCluster};
-use strongroom_tests::support::{api_client, db_rows, eventually};
+use strongroom_tests::support::{api_client, db_rows, eventually, key_ready};
 
 const N: usize = 3;
 
@@ -196,21 +196,7 @@ async fn three_nodes_generate_fill_sign_survive_crashes_and_name_a_cheater() {
     let key_id = created.body["key_id"].as_str().unwrap().to_owned();
     let mut xpubs = Vec::new();
     for node in 0..N {
-        let path = format!("/v1/keys/{key_id}");
-        let key = eventually("the key to be ready", Duration::from_secs(600), || {
-            let api = api.clone();
-            let path = path.clone();
-            async move {
-                let r = api.get_at(node, &path).await.ok()?;
-                assert_ne!(
-                    r.body["state"], "failed",
-                    "key generation failed: {}",
-                    r.body
-                );
-                (r.body["state"] == "ready").then_some(r.body)
-            }
-        })
-        .await;
+        let key = key_ready(&api, node, &key_id, Duration::from_secs(600)).await;
         assert_eq!(key["threshold"], 2);
         assert_eq!(key["network"], "regtest");
         assert_eq!(key["participants"].as_array().unwrap().len(), N);

@@ -69,7 +69,7 @@ use strongroom_transport::{IncomingRequest, NodeId, Subject};
 use crate::config::TpmSection;
 use crate::control::{RemoteError, Reply, Request};
 use crate::engine::{Engine, lock};
-use crate::tpm::{DEFAULT_PCRS, Tpm2Tools, TpmToolsError, hex_handle};
+use crate::tpm::{Tpm2Tools, TpmToolsError, hex_handle, quoted_pcrs};
 
 /// Longest an attestation exchange may take (inline, before a request, or in the background).
 pub(crate) const ATTEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -327,15 +327,6 @@ impl NodeTpm {
     }
 }
 
-/// The PCRs a quote under `profile` covers: those the profile names, else [`DEFAULT_PCRS`].
-fn quote_pcrs(profile: &FirmwareProfile) -> Vec<u8> {
-    if profile.tpm.pcrs.is_empty() {
-        DEFAULT_PCRS.to_vec()
-    } else {
-        profile.tpm.pcrs.keys().copied().collect()
-    }
-}
-
 /// This node's attestation: its profile, what it claims about itself, and its peers' state.
 #[derive(Debug)]
 pub struct Attestation {
@@ -424,7 +415,7 @@ fn load_checked(
 /// what its peers will refuse, and the node starts (an edited profile applies at the next
 /// re-check).
 fn self_quote(tpm: &NodeTpm, profile: &FirmwareProfile) -> Result<(), AttestationStartError> {
-    let pcrs = quote_pcrs(profile);
+    let pcrs = quoted_pcrs(profile);
     let qualifying: [u8; 32] = rand::random();
     let quote = tpm.quote(&pcrs, &qualifying)?;
     if !profile.tpm.required {
@@ -849,7 +840,7 @@ impl Engine {
             let qualifying = claims.tpm_qualifying_data().map_err(|e| {
                 RemoteError::new("internal", format!("cannot encode the claims: {e}"))
             })?;
-            let pcrs = quote_pcrs(&profile.profile);
+            let pcrs = quoted_pcrs(&profile.profile);
             let quote = tokio::task::spawn_blocking(move || tpm.quote(&pcrs, &qualifying))
                 .await
                 .map_err(|e| RemoteError::new("internal", format!("the TPM quote task failed: {e}")))?
@@ -1189,7 +1180,7 @@ impl Engine {
                 "tcti": t.tools.tcti(),
                 "ak_handle": hex_handle(t.handle),
                 "ak_sha256": t.ak_sha256.to_hex(),
-                "pcrs": profile.as_ref().map(|p| quote_pcrs(&p.profile)),
+                "pcrs": profile.as_ref().map(|p| quoted_pcrs(&p.profile)),
             })),
         })
     }

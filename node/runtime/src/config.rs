@@ -569,14 +569,8 @@ impl Config {
                     "name the TPM, e.g. \"device:/dev/tpmrm0\" (or remove [attestation.tpm])",
                 ));
             }
-            if !(0x8100_0000..=0x81ff_ffff).contains(&tpm.ak_handle) {
-                return Err(self.invalid(
-                    "attestation.tpm.ak_handle",
-                    format!(
-                        "{:#010x} is not a persistent handle: use one between 0x81000000 and 0x81ffffff (default 0x81010002)",
-                        tpm.ak_handle
-                    ),
-                ));
+            if let Err(e) = crate::tpm::check_persistent(tpm.ak_handle) {
+                return Err(self.invalid("attestation.tpm.ak_handle", e.to_string()));
             }
         }
         if self.attestation.recheck_secs == 0 || self.attestation.recheck_secs > 3600 {

@@ -28,6 +28,15 @@ pub const DEFAULT_AK_HANDLE: u32 = 0x8101_0002;
 /// The boot PCRs quoted when the firmware profile names none: platform firmware (0), option
 /// ROMs (2), boot manager and kernel (4), Secure Boot policy (7).
 pub const DEFAULT_PCRS: [u8; 4] = [0, 2, 4, 7];
+/// The PCRs a quote under `profile` covers: those the profile names, else [`DEFAULT_PCRS`].
+pub fn quoted_pcrs(profile: &strongroom_attest::FirmwareProfile) -> Vec<u8> {
+    if profile.tpm.pcrs.is_empty() {
+        DEFAULT_PCRS.to_vec()
+    } else {
+        profile.tpm.pcrs.keys().copied().collect()
+    }
+}
+
 /// How long one tpm2-tools command may take.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 /// First and last persistent handle (TPM 2.0 Part 2, `TPM_HT_PERSISTENT`).
@@ -386,7 +395,9 @@ impl Tpm2Tools {
     }
 }
 
-fn check_persistent(handle: u32) -> Result<(), TpmToolsError> {
+/// Whether `handle` is a persistent handle (`0x81000000`–`0x81ffffff`), where an attestation
+/// key is kept.
+pub fn check_persistent(handle: u32) -> Result<(), TpmToolsError> {
     if (PERSISTENT_FIRST..=PERSISTENT_LAST).contains(&handle) {
         Ok(())
     } else {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use strongroom_attest::{FirmwareProfile, Sha256Digest};
-use strongroom_node::tpm::{DEFAULT_PCRS, Tpm2Tools, hex_handle, parse_handle};
+use strongroom_node::tpm::{DEFAULT_PCRS, Tpm2Tools, hex_handle, parse_handle, quoted_pcrs};
 
 use crate::output::{Output, Reported};
 
@@ -82,8 +82,8 @@ fn status(args: &TpmArgs, profile: Option<PathBuf>, out: &Output) -> anyhow::Res
     let ak = tools.read_ak(handle)?;
     let ak_sha256 = Sha256Digest::of(&ak);
     let pcrs: Vec<u8> = match &profile {
-        Some((_, p)) if !p.tpm.pcrs.is_empty() => p.tpm.pcrs.keys().copied().collect(),
-        _ => DEFAULT_PCRS.to_vec(),
+        Some((_, p)) => quoted_pcrs(p),
+        None => DEFAULT_PCRS.to_vec(),
     };
     let values = tools.read_pcrs(&pcrs)?;
 
