@@ -209,10 +209,10 @@ fn altered_copy(binary: &Path, to: &Path) {
     fs::set_permissions(to, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_peer_whose_binary_is_not_in_the_profile_is_refused_until_its_digest_is_added() {
-    let started = Instant::now();
-    let mut cluster = tokio::task::block_in_place(|| {
+/// Three nodes provisioned, not started, with small pools, re-checking their peers (and
+/// re-reading their profile file) every 2 s.
+fn three_nodes() -> TestCluster {
+    tokio::task::block_in_place(|| {
         TestCluster::provision(ClusterOptions {
             nodes: 3,
             pool_target: 2,
@@ -220,12 +220,17 @@ async fn a_peer_whose_binary_is_not_in_the_profile_is_refused_until_its_digest_i
             pool_max: 4,
             pool_concurrency: 2,
             interactive_fallback: false,
-            // Re-checks (and re-reads of the profile file) every 2 s.
             extra_env: vec![("STRONGROOM__ATTESTATION__RECHECK_SECS".into(), "2".into())],
             ..ClusterOptions::default()
         })
     })
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_whose_binary_is_not_in_the_profile_is_refused_until_its_digest_is_added() {
+    let started = Instant::now();
+    let mut cluster = three_nodes();
     let binary = strongroom_binary().unwrap();
     let digest = file_sha256(&binary).unwrap();
     let other = cluster.dir().join("strongroom-altered");
@@ -472,19 +477,7 @@ async fn nodes_quoting_with_their_tpms_are_admitted_and_a_changed_boot_is_refuse
         missing.join(", ")
     );
     let started = Instant::now();
-    let mut cluster = tokio::task::block_in_place(|| {
-        TestCluster::provision(ClusterOptions {
-            nodes: 3,
-            pool_target: 2,
-            pool_low_water: 1,
-            pool_max: 4,
-            pool_concurrency: 2,
-            interactive_fallback: false,
-            extra_env: vec![("STRONGROOM__ATTESTATION__RECHECK_SECS".into(), "2".into())],
-            ..ClusterOptions::default()
-        })
-    })
-    .unwrap();
+    let mut cluster = three_nodes();
     let ids = cluster.node_ids();
     let logs = cluster.dir().join("logs");
 
