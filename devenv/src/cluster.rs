@@ -137,6 +137,9 @@ pub struct ClusterOptions {
     pub sign_digest_endpoint: bool,
     /// Nodes (0-based indices) started with `[dev] dangerous_corrupt_partials = true`.
     pub corrupt_partials: Vec<usize>,
+    /// Nodes (0-based indices) started with `[dev] dangerous_peer_request_endpoint = true`:
+    /// tests send hand-made control messages from them, playing a compromised member.
+    pub peer_request_endpoint: Vec<usize>,
     /// `[etcd] lease_ttl_secs`.
     pub lease_ttl_secs: u64,
     /// Extra environment for every node process (set last, so it overrides the harness's).
@@ -173,6 +176,7 @@ impl Default for ClusterOptions {
             interactive_fallback: true,
             sign_digest_endpoint: true,
             corrupt_partials: Vec::new(),
+            peer_request_endpoint: Vec::new(),
             lease_ttl_secs: 2,
             extra_env: Vec::new(),
             cluster_id: CLUSTER_ID.to_owned(),
@@ -1204,6 +1208,10 @@ impl TestCluster {
                     (
                         "dangerous_corrupt_partials",
                         Value::from(o.corrupt_partials.contains(&index)),
+                    ),
+                    (
+                        "dangerous_peer_request_endpoint",
+                        Value::from(o.peer_request_endpoint.contains(&index)),
                     ),
                 ]),
             ),

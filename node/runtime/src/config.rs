@@ -371,6 +371,10 @@ pub struct DevSection {
     /// Corrupt every released partial signature (test hook).
     #[serde(default)]
     pub dangerous_corrupt_partials: bool,
+    /// Serve `POST /v1/dangerous-dev/peer-request`, which sends any control message to a peer
+    /// as this node: tests use it to play a compromised member.
+    #[serde(default)]
+    pub dangerous_peer_request_endpoint: bool,
 }
 
 fn default_max_in_flight() -> usize {
@@ -602,6 +606,12 @@ impl Config {
             if self.dev.dangerous_corrupt_partials {
                 return Err(self.invalid(
                     "dev.dangerous_corrupt_partials",
+                    "allowed only with node.dev_mode = true",
+                ));
+            }
+            if self.dev.dangerous_peer_request_endpoint {
+                return Err(self.invalid(
+                    "dev.dangerous_peer_request_endpoint",
                     "allowed only with node.dev_mode = true",
                 ));
             }

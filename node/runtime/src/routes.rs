@@ -281,6 +281,21 @@ pub fn routes(engine: Arc<Engine>) -> Routes {
             .problem(503, "No presignature and no fallback"),
         );
     }
+    if engine.cfg.node.dev_mode && engine.cfg.dev.dangerous_peer_request_endpoint {
+        r = r.post(
+            "/v1/dangerous-dev/peer-request",
+            peer_request,
+            Operation::new(
+                "dangerous_dev_peer_request",
+                "DEV MODE ONLY: send a control message to a peer as this node",
+                Access::role(Role::Admin),
+            )
+            .tag("dev")
+            .description("Served only by nodes in dev mode with [dev] dangerous_peer_request_endpoint: tests play a compromised member with it.")
+            .request_json(json!({"type": "object", "required": ["to", "request"]}))
+            .response_json(200, "The peer's reply (or its error)", json!({"type": "object"})),
+        );
+    }
     r = crate::audit::routes(r);
     r.with_state(engine)
 }
@@ -513,6 +528,40 @@ async fn sign_digest(
         Ok(Ok(out)) => Ok(Json(serde_json::to_value(out).map_err(ApiError::internal)?)),
         Ok(Err(e)) => Err(problem(&e)),
         Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerRequest {
+    /// Member id of the peer.
+    to: String,
+    /// The control message, as the transport carries it.
+    request: Request,
+}
+
+/// The dev hook behind `POST /v1/dangerous-dev/peer-request`: the peer's reply, or its error
+/// as `{"error": {"kind", "detail"}}`.
+async fn peer_request(
+    State(engine): State<Arc<Engine>>,
+    Json(body): Json<PeerRequest>,
+) -> Result<Json<Value>, ApiError> {
+    tracing::warn!(to = %body.to, request = body.request.kind(), "DANGEROUS test hook: sending a hand-made control message");
+    let index = engine
+        .members()
+        .iter()
+        .position(|m| *m == body.to)
+        .and_then(|i| u16::try_from(i).ok())
+        .ok_or_else(|| ApiError::invalid_field("to", "not a member id"))?;
+    match engine
+        .call(index, body.request, Duration::from_secs(30))
+        .await
+    {
+        Ok(reply) => Ok(Json(serde_json::to_value(reply).map_err(ApiError::internal)?)),
+        Err(EngineError::Remote { error, .. }) => Ok(Json(
+            json!({"error": {"kind": error.kind, "detail": error.detail}}),
+        )),
+        Err(e) => Err(problem(&e)),
     }
 }
 
