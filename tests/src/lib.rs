@@ -6,4 +6,5 @@
 
 pub use strongroom_devenv::{cluster, etcd, ports, postgres, process, softhsm};
 
+pub mod psbt;
 pub mod support;

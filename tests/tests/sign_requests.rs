@@ -26,6 +26,9 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 use strongroom_client::ApiClient;
 use strongroom_tests::cluster::{ClusterOptions, TestCluster};
+use strongroom_tests::psbt::{
+    Key, Out, build_psbt, check_signed, foreign_address, random_txid, submit, wait_state, wait_pools,
+};
 use strongroom_tests::support::{api_client, db_rows, eventually};
 
 const N: usize = 3;
@@ -56,188 +59,6 @@ async fn presignature_states(cluster: &TestCluster) -> HashMap<(usize, Vec<u8>),
         }
     }
     out
-}
-
-/// The key as the test sees it: xpub and fingerprint from the API, children derived here.
-struct Key {
-    id: String,
-    xpub: Xpub,
-    fingerprint: Fingerprint,
-}
-
-impl Key {
-    fn child(&self, chain: u32, index: u32) -> (CompressedPublicKey, DerivationPath) {
-        let secp = Secp256k1::verification_only();
-        let path = DerivationPath::from(vec![
-            ChildNumber::from_normal_idx(chain).unwrap(),
-            ChildNumber::from_normal_idx(index).unwrap(),
-        ]);
-        let child = self.xpub.derive_pub(&secp, &path).unwrap();
-        (CompressedPublicKey(child.public_key), path)
-    }
-
-    fn address(&self, chain: u32, index: u32) -> Address {
-        Address::p2wpkh(&self.child(chain, index).0, Network::Regtest)
-    }
-}
-
-fn random_txid() -> Txid {
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    Txid::from_byte_array(bytes)
-}
-
-fn foreign_address() -> Address {
-    let secp = Secp256k1::new();
-    let mut seed = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut seed);
-    let sk = bitcoin::secp256k1::SecretKey::from_slice(&seed).unwrap();
-    let pk = bitcoin::secp256k1::PublicKey::from_secret_key(&secp, &sk);
-    Address::p2wpkh(&CompressedPublicKey(pk), Network::Regtest)
-}
-
-/// An output: to an address, or change back to the key at `1/index`.
-enum Out {
-    To(Address, u64),
-    Change(u32, u64),
-}
-
-/// A PSBT spending made-up UTXOs of the key at `0/index` (amounts given).
-fn build_psbt(
-    key: &Key,
-    inputs: &[(u32, u64)],
-    outputs: &[Out],
-) -> (Psbt, HashMap<OutPoint, TxOut>) {
-    let mut spent = HashMap::new();
-    let tx_inputs: Vec<TxIn> = inputs
-        .iter()
-        .map(|_| TxIn {
-            previous_output: OutPoint {
-                txid: random_txid(),
-                vout: 1,
-            },
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-            witness: Witness::new(),
-        })
-        .collect();
-    let tx_outputs: Vec<TxOut> = outputs
-        .iter()
-        .map(|o| match o {
-            Out::To(a, v) => TxOut {
-                value: Amount::from_sat(*v),
-                script_pubkey: a.script_pubkey(),
-            },
-            Out::Change(i, v) => TxOut {
-                value: Amount::from_sat(*v),
-                script_pubkey: key.address(1, *i).script_pubkey(),
-            },
-        })
-        .collect();
-    let tx = Transaction {
-        version: Version::TWO,
-        lock_time: LockTime::ZERO,
-        input: tx_inputs,
-        output: tx_outputs,
-    };
-    let mut psbt = Psbt::from_unsigned_tx(tx.clone()).unwrap();
-    for (n, (index, amount)) in inputs.iter().enumerate() {
-        let (pk, path) = key.child(0, *index);
-        let utxo = TxOut {
-            value: Amount::from_sat(*amount),
-            script_pubkey: ScriptBuf::new_p2wpkh(&pk.wpubkey_hash()),
-        };
-        spent.insert(tx.input[n].previous_output, utxo.clone());
-        psbt.inputs[n].witness_utxo = Some(utxo);
-        psbt.inputs[n]
-            .bip32_derivation
-            .insert(pk.0, (key.fingerprint, path));
-    }
-    for (n, o) in outputs.iter().enumerate() {
-        if let Out::Change(i, _) = o {
-            let (pk, path) = key.child(1, *i);
-            psbt.outputs[n]
-                .bip32_derivation
-                .insert(pk.0, (key.fingerprint, path));
-        }
-    }
-    psbt.xpub
-        .insert(key.xpub, (key.fingerprint, DerivationPath::master()));
-    (psbt, spent)
-}
-
-async fn submit(api: &ApiClient, node: usize, key: &Key, psbt: &Psbt) -> (u16, Value) {
-    let r = api
-        .post_at(
-            node,
-            "/v1/sign-requests",
-            &json!({"key_id": key.id, "psbt": psbt.to_string(), "memo": "test"}),
-        )
-        .await
-        .unwrap();
-    (r.status, r.body)
-}
-
-/// Waits (long polls) until request `id` is in one of `states` on node `node`.
-async fn wait_state(api: &ApiClient, node: usize, id: &str, states: &[&str]) -> Value {
-    let start = Instant::now();
-    loop {
-        let r = api
-            .get_at(node, &format!("/v1/sign-requests/{id}?wait_secs=5"))
-            .await
-            .unwrap();
-        assert_eq!(r.status, 200, "{}", r.body);
-        let state = r.body["state"].as_str().unwrap().to_owned();
-        if states.contains(&state.as_str()) {
-            return r.body;
-        }
-        assert!(
-            !["signed", "rejected", "failed"].contains(&state.as_str()),
-            "request {id} ended {state}, expected one of {states:?}: {}",
-            r.body
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "request {id} still {state}: {}",
-            r.body
-        );
-    }
-}
-
-/// The signed transaction of a request, checked with libbitcoinconsensus for every input.
-fn check_signed(body: &Value, spent: &HashMap<OutPoint, TxOut>) -> Transaction {
-    let hex_tx = body["tx_hex"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no tx_hex: {body}"));
-    let tx: Transaction = bitcoin::consensus::deserialize(&hex::decode(hex_tx).unwrap()).unwrap();
-    tx.verify(|op| spent.get(op).cloned())
-        .unwrap_or_else(|e| panic!("libbitcoinconsensus refuses the transaction: {e:?}"));
-    for input in &tx.input {
-        assert_eq!(input.witness.len(), 2, "P2WPKH witness");
-    }
-    // The signed PSBT carries the same transaction.
-    let signed = Psbt::from_str(body["psbt"].as_str().unwrap()).unwrap();
-    assert_eq!(signed.extract_tx_unchecked_fee_rate(), tx);
-    tx
-}
-
-async fn wait_pools(api: &ApiClient, at_least: i64) {
-    for node in 0..N {
-        eventually("full pools", Duration::from_secs(300), || {
-            let api = api.clone();
-            async move {
-                let r = api.get_at(node, "/v1/presignatures").await.ok()?;
-                let pools = r.body["pools"].as_array()?;
-                let ok = !pools.is_empty()
-                    && pools
-                        .iter()
-                        .filter(|p| p["held_by_this_node"] == true)
-                        .all(|p| p["available"].as_i64().unwrap_or(0) >= at_least);
-                ok.then_some(r.body)
-            }
-        })
-        .await;
-    }
 }
 
 fn approval(digest_hex: &str, approver: u32) -> String {
@@ -300,7 +121,7 @@ async fn psbts_are_signed_under_every_nodes_policy() {
         xpub: Xpub::from_str(shown["xpub"].as_str().unwrap()).unwrap(),
         fingerprint: Fingerprint::from_str(shown["fingerprint"].as_str().unwrap()).unwrap(),
     };
-    wait_pools(&ops, 3).await;
+    wait_pools(&ops, N, 3).await;
 
     // ---- roles ---------------------------------------------------------------------------------
     let r = wallet
@@ -494,7 +315,7 @@ async fn psbts_are_signed_under_every_nodes_policy() {
     assert_eq!(done["approvals"][0]["approver"], "dev-approver-1");
 
     // Denylisted destination: rejected with the rule named, no presignature touched.
-    wait_pools(&ops, 2).await;
+    wait_pools(&ops, N, 2).await;
     let before = presignature_states(&cluster).await;
     let (denied, _) = build_psbt(
         &key,
@@ -546,7 +367,7 @@ async fn psbts_are_signed_under_every_nodes_policy() {
         (r.body["policy"]["id"] == "strict").then_some(r.body)
     })
     .await;
-    wait_pools(&ops, 2).await;
+    wait_pools(&ops, N, 2).await;
     let (medium, medium_spent) = build_psbt(
         &key,
         &[(6, 400_000)],
