@@ -223,6 +223,11 @@ impl ClusterOptions {
             .iter()
             .map(|&i| ("corrupt_partials", i))
             .chain(
+                self.peer_request_endpoint
+                    .iter()
+                    .map(|&i| ("peer_request_endpoint", i)),
+            )
+            .chain(
                 self.node_policies
                     .iter()
                     .map(|(i, _)| ("node_policies", *i)),
@@ -1550,6 +1555,15 @@ impl State {
                         "corrupt_partials",
                         Value::Array(o.corrupt_partials.iter().map(|&i| int(i as u64)).collect()),
                     ),
+                    (
+                        "peer_request_endpoint",
+                        Value::Array(
+                            o.peer_request_endpoint
+                                .iter()
+                                .map(|&i| int(i as u64))
+                                .collect(),
+                        ),
+                    ),
                     ("lease_ttl_secs", int(o.lease_ttl_secs)),
                     ("extra_env", Value::Table(extra_env)),
                     ("extra_clients", Value::Table(extra_clients)),
@@ -1631,6 +1645,18 @@ impl State {
                     .collect()
             })
             .ok_or_else(|| bad("[options] corrupt_partials"))?;
+        // Absent from clusters provisioned before the option existed.
+        let peer_request_endpoint = match o.get("peer_request_endpoint") {
+            None => Vec::new(),
+            Some(v) => v
+                .as_array()
+                .and_then(|a| {
+                    a.iter()
+                        .map(|v| v.as_integer().and_then(|i| usize::try_from(i).ok()))
+                        .collect()
+                })
+                .ok_or_else(|| bad("[options] peer_request_endpoint"))?,
+        };
         let extra_env = o
             .get("extra_env")
             .and_then(Value::as_table)
@@ -1732,6 +1758,7 @@ impl State {
             interactive_fallback: bool_of("interactive_fallback")?,
             sign_digest_endpoint: bool_of("sign_digest_endpoint")?,
             corrupt_partials,
+            peer_request_endpoint,
             lease_ttl_secs: o
                 .get("lease_ttl_secs")
                 .and_then(Value::as_integer)

@@ -24,7 +24,10 @@ use crate::support::eventually;
 impl Key {
     /// The key `key_id` as node `node` shows it (xpub and fingerprint from the API).
     pub async fn fetch(api: &ApiClient, node: usize, key_id: &str) -> Key {
-        let r = api.get_at(node, &format!("/v1/keys/{key_id}")).await.unwrap();
+        let r = api
+            .get_at(node, &format!("/v1/keys/{key_id}"))
+            .await
+            .unwrap();
         assert_eq!(r.status, 200, "{}", r.body);
         Key {
             id: key_id.to_owned(),
@@ -226,4 +229,3 @@ pub async fn wait_pools(api: &ApiClient, nodes: usize, at_least: i64) {
         .await;
     }
 }
-

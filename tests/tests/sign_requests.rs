@@ -11,23 +11,16 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bitcoin::bip32::{ChildNumber, DerivationPath, Fingerprint, Xpub};
-use bitcoin::hashes::Hash;
-use bitcoin::secp256k1::Secp256k1;
-use bitcoin::{
-    Address, Amount, CompressedPublicKey, Network, OutPoint, Psbt, ScriptBuf, Sequence,
-    Transaction, TxIn, TxOut, Txid, Witness, absolute::LockTime, transaction::Version,
-};
+use bitcoin::Address;
+use bitcoin::bip32::{DerivationPath, Fingerprint, Xpub};
 use ed25519_dalek::Signer as _;
-use rand::RngCore;
 use serde_json::{Value, json};
 use sha2::Digest as _;
-use strongroom_client::ApiClient;
 use strongroom_tests::cluster::{ClusterOptions, TestCluster};
 use strongroom_tests::psbt::{
-    Key, Out, build_psbt, check_signed, foreign_address, random_txid, submit, wait_state, wait_pools,
+    Key, Out, build_psbt, check_signed, foreign_address, submit, wait_pools, wait_state,
 };
 use strongroom_tests::support::{api_client, db_rows, eventually};
 

@@ -313,5 +313,6 @@ fn used() -> Consumption<'static> {
     Consumption {
         nonce_point: &[2u8; 33],
         message: &[7u8; 32],
+        gate: None,
     }
 }

@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
+use std::ops::Not as _;
+
 use strongroom_store::{
-    NewSignRequest, NewVote, SIGN_REQUEST_STATES, SignRequestRecord, Store, StoreError,
-    sign_request_transition_allowed,
+    NewSignRequest, NewVote, ReleaseGate, SIGN_REQUEST_STATES, SignRequestRecord, Store,
+    StoreError, WindowSpend, sign_request_transition_allowed,
 };
 use strongroom_tests::postgres::Postgres;
 
@@ -51,6 +53,7 @@ async fn submit(
             memo: Some("payroll"),
             submitter: "ops",
             summary: &summary,
+            expires_at: SystemTime::now() + Duration::from_secs(3_600),
         })
         .await
         .unwrap();
@@ -97,6 +100,7 @@ async fn resubmission_returns_the_existing_request() {
         memo: None,
         submitter: "other-client",
         summary: &summary,
+        expires_at: SystemTime::now() + Duration::from_secs(3_600),
     };
     let (rec, created) = s.insert_sign_request(&again).await.unwrap();
     assert!(!created);
@@ -161,6 +165,7 @@ async fn resubmission_returns_the_existing_request() {
                     memo: None,
                     submitter: "ops",
                     summary: &summary,
+                    expires_at: SystemTime::now() + Duration::from_secs(3_600),
                 })
                 .await
                 .unwrap();
@@ -225,6 +230,13 @@ async fn every_allowed_transition_and_refused_ones() {
         ("signing", "signed"),
         ("signing", "failed"),
         ("signing", "approved"),
+        ("voting", "expired"),
+        ("awaiting_approvals", "expired"),
+        ("approved", "expired"),
+        ("signing", "expired"),
+        ("voting", "cancelled"),
+        ("awaiting_approvals", "cancelled"),
+        ("approved", "cancelled"),
     ];
     // The table above is the whole state machine.
     for from in SIGN_REQUEST_STATES {
@@ -413,6 +425,7 @@ fn vote<'a>(
         entropy: &[4; 32],
         signed_vote,
         signature: b"sig-1",
+        allowed_at: None,
     }
 }
 
@@ -562,51 +575,172 @@ async fn a_node_cannot_change_its_vote_and_approvals_are_idempotent() {
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
 }
 
+/// Records node-1's own vote to allow `request_id`, dated `at`.
+async fn allow(s: &Store, request_id: &str, at: SystemTime) {
+    let none = json!([]);
+    assert!(
+        s.record_vote(&NewVote {
+            allowed_at: Some(at),
+            ..vote(request_id, "node-1", "allow", &none, b"allow")
+        })
+        .await
+        .unwrap()
+    );
+}
+
+fn gate(request_id: &str, allowed_since: SystemTime) -> ReleaseGate<'_> {
+    ReleaseGate {
+        request_id,
+        allowed_since,
+        now: SystemTime::now(),
+    }
+}
+
 #[tokio::test]
-async fn spent_in_window_counts_committed_requests_in_the_window() {
+async fn the_window_counts_what_this_node_allowed_until_it_knows_nothing_can_be_released() {
     let pg = Postgres::start().unwrap();
     let s = store(&pg).await;
     key(&s, "k1").await;
     key(&s, "k2").await;
-    // One request per state, each spending a distinct power of two.
-    for (i, st) in SIGN_REQUEST_STATES.iter().enumerate() {
-        let id = format!("req-{st}");
-        submit(&s, &id, "k1", u8::try_from(i).unwrap(), 1 << i).await;
-        force_state(&s, &id, st).await;
+    let now = SystemTime::now();
+    let hour_ago = now - Duration::from_secs(3_600);
+    let counted = |spends: Vec<WindowSpend>| -> Vec<(String, u64)> {
+        spends
+            .into_iter()
+            .filter(|w| w.counts(SystemTime::now()))
+            .map(|w| (w.request_id, w.amount_sat))
+            .collect()
+    };
+    for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        submit(&s, id, "k1", u8::try_from(i).unwrap(), 1 << i).await;
     }
-    // approved (1 << 2) + signing (1 << 3) + signed (1 << 4).
-    let committed = (1 << 2) + (1 << 3) + (1 << 4);
-    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
-    assert_eq!(s.spent_in_window("k1", hour_ago).await.unwrap(), committed);
-
-    // Another key's spending does not count; neither does an empty key.
-    submit(&s, "req-k2", "k2", 50, 1_000_000).await;
-    force_state(&s, "req-k2", "signed").await;
-    assert_eq!(s.spent_in_window("k1", hour_ago).await.unwrap(), committed);
-    assert_eq!(s.spent_in_window("k2", hour_ago).await.unwrap(), 1_000_000);
-    assert_eq!(s.spent_in_window("none", hour_ago).await.unwrap(), 0);
-
-    // A committed request created before the window does not count.
-    submit(&s, "req-old", "k1", 60, 1 << 20).await;
-    force_state(&s, "req-old", "signed").await;
+    submit(&s, "other-key", "k2", 9, 1_000_000).await;
+    allow(&s, "other-key", now).await;
+    // a: allowed, open. b: never allowed. c: allowed, then failed on a peer's word. d: allowed,
+    // then expired here before anything was released. e: allowed, a partial released, then
+    // failed by this node's own coordination.
+    for id in ["a", "c", "d", "e"] {
+        allow(&s, id, now).await;
+    }
+    assert!(
+        s.end_sign_request("c", &["voting"], "failed", Some("peer says"), false)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.end_sign_request("d", &["voting"], "expired", Some("deadline"), true)
+            .await
+            .unwrap()
+    );
+    s.check_release(&gate("e", hour_ago)).await.unwrap();
+    assert!(
+        s.end_sign_request("e", &["voting"], "failed", Some("own"), true)
+            .await
+            .unwrap()
+    );
+    let e = s.sign_request("e").await.unwrap().unwrap();
+    assert!(e.released_at.is_some() && !e.spend_void, "{e:?}");
     assert_eq!(
-        s.spent_in_window("k1", hour_ago).await.unwrap(),
-        committed + (1 << 20)
+        counted(s.window_spends("k1", hour_ago, None).await.unwrap()),
+        vec![("a".into(), 1), ("c".into(), 4), ("e".into(), 16)]
+    );
+    // The request being evaluated again is left out; another key's spends never count.
+    assert_eq!(
+        counted(s.window_spends("k1", hour_ago, Some("a")).await.unwrap()),
+        vec![("c".into(), 4), ("e".into(), 16)]
+    );
+    assert_eq!(
+        counted(s.window_spends("k2", hour_ago, None).await.unwrap()),
+        vec![("other-key".into(), 1_000_000)]
+    );
+    // A spend allowed before the window does not count.
+    let later = now + Duration::from_secs(1);
+    assert!(counted(s.window_spends("k1", later, None).await.unwrap()).is_empty());
+}
+
+#[tokio::test]
+async fn a_partial_is_released_only_for_an_open_request_on_a_valid_vote_before_the_deadline() {
+    let pg = Postgres::start().unwrap();
+    let s = store(&pg).await;
+    key(&s, "k1").await;
+    let now = SystemTime::now();
+    for (i, id) in ["ok", "stale", "never", "cancelled", "late"]
+        .iter()
+        .enumerate()
+    {
+        submit(&s, id, "k1", u8::try_from(i).unwrap(), 1).await;
+    }
+    allow(&s, "ok", now).await;
+    allow(&s, "stale", now - Duration::from_secs(600)).await;
+    allow(&s, "cancelled", now).await;
+    allow(&s, "late", now).await;
+    assert!(
+        s.end_sign_request("cancelled", &["voting"], "cancelled", Some("by ops"), true)
+            .await
+            .unwrap()
     );
     let c = s.client().await.unwrap();
     c.execute(
-        "UPDATE sign_requests SET created_at = now() - interval '2 hours' WHERE request_id = 'req-old'",
+        "UPDATE sign_requests SET expires_at = now() - interval '1 second' WHERE request_id = 'late'",
         &[],
     )
     .await
     .unwrap();
-    assert_eq!(s.spent_in_window("k1", hour_ago).await.unwrap(), committed);
-    let three_hours_ago = SystemTime::now() - Duration::from_secs(3 * 3600);
-    assert_eq!(
-        s.spent_in_window("k1", three_hours_ago).await.unwrap(),
-        committed + (1 << 20)
+    let valid_since = now - Duration::from_secs(120);
+    s.check_release(&gate("ok", valid_since)).await.unwrap();
+    for (id, why) in [
+        ("stale", "expired"),
+        ("never", "not allowed"),
+        ("cancelled", "cancelled"),
+        ("late", "deadline"),
+        ("missing", "unknown"),
+    ] {
+        let err = s.check_release(&gate(id, valid_since)).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Refused(_) | StoreError::NotFound(_)),
+            "{id} ({why}): {err}"
+        );
+        if let Some(r) = s.sign_request(id).await.unwrap() {
+            assert!(r.released_at.is_none(), "{id} ({why}) recorded a release");
+        }
+    }
+    // A renewed vote releases again; a cancelled request cannot be renewed.
+    assert!(s.renew_allowed("stale", SystemTime::now()).await.unwrap());
+    s.check_release(&gate("stale", valid_since)).await.unwrap();
+    assert!(
+        !s.renew_allowed("cancelled", SystemTime::now())
+            .await
+            .unwrap()
     );
-    // A window starting in the future holds nothing.
-    let later = SystemTime::now() + Duration::from_secs(60);
-    assert_eq!(s.spent_in_window("k1", later).await.unwrap(), 0);
+    // Once released, a request cannot be cancelled (it is signing) and its spend counts
+    // whatever ends it.
+    assert!(
+        s.transition_sign_request("ok", &["voting"], "approved", None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.transition_sign_request("ok", &["approved"], "signing", None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.end_sign_request(
+            "ok",
+            &["voting", "awaiting_approvals", "approved"],
+            "cancelled",
+            None,
+            true
+        )
+        .await
+        .unwrap()
+        .not()
+    );
+    assert!(
+        s.end_sign_request("ok", &["signing"], "expired", None, true)
+            .await
+            .unwrap()
+    );
+    let ok = s.sign_request("ok").await.unwrap().unwrap();
+    assert!(!ok.spend_void && ok.released_at.is_some(), "{ok:?}");
 }

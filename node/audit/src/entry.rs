@@ -146,6 +146,8 @@ pub enum EventKind {
     ClientAuthFailed,
     /// The audit log was exported (client, seq range).
     AuditExported,
+    /// A control message from a peer was refused (peer, message, reason).
+    PeerMessageRefused,
 }
 
 impl EventKind {
@@ -173,6 +175,7 @@ impl EventKind {
         EventKind::PeerRefused,
         EventKind::ClientAuthFailed,
         EventKind::AuditExported,
+        EventKind::PeerMessageRefused,
     ];
 
     /// The stable snake_case name.
@@ -200,6 +203,7 @@ impl EventKind {
             EventKind::PeerRefused => "peer_refused",
             EventKind::ClientAuthFailed => "client_auth_failed",
             EventKind::AuditExported => "audit_exported",
+            EventKind::PeerMessageRefused => "peer_message_refused",
         }
     }
 

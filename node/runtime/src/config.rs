@@ -251,6 +251,15 @@ pub struct SigningSection {
     /// Signing requests this node coordinates at once; more submissions get 429.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// How long this node's vote to allow a request stays valid, seconds: past it, the node
+    /// evaluates its policy again before it reserves a presignature or releases a partial
+    /// signature, so time rules hold at signing time to within this.
+    #[serde(default = "default_vote_valid")]
+    pub vote_valid_secs: u64,
+    /// How long a request may take to be signed, seconds, from when this node stored it: past
+    /// it the request ends `expired` here and this node releases nothing more for it.
+    #[serde(default = "default_request_ttl")]
+    pub request_ttl_secs: u64,
 }
 
 impl Default for SigningSection {
@@ -259,6 +268,8 @@ impl Default for SigningSection {
             interactive_fallback: true,
             timeout_secs: default_sign_timeout(),
             max_in_flight: default_max_in_flight(),
+            vote_valid_secs: default_vote_valid(),
+            request_ttl_secs: default_request_ttl(),
         }
     }
 }
@@ -413,6 +424,12 @@ fn default_true() -> bool {
 fn default_sign_timeout() -> u64 {
     30
 }
+fn default_vote_valid() -> u64 {
+    120
+}
+fn default_request_ttl() -> u64 {
+    86_400
+}
 fn default_recheck() -> u64 {
     60
 }
@@ -562,6 +579,18 @@ impl Config {
         }
         if self.audit.checkpoint_every_secs == 0 {
             return Err(self.invalid("audit.checkpoint_every_secs", "must be at least 1"));
+        }
+        if self.signing.vote_valid_secs == 0 {
+            return Err(self.invalid("signing.vote_valid_secs", "must be at least 1"));
+        }
+        if self.signing.request_ttl_secs < self.signing.timeout_secs.saturating_mul(2) {
+            return Err(self.invalid(
+                "signing.request_ttl_secs",
+                format!(
+                    "must leave time for a signing and its retry: at least twice signing.timeout_secs ({} s)",
+                    self.signing.timeout_secs.saturating_mul(2)
+                ),
+            ));
         }
         if self.signing.timeout_secs == 0 {
             return Err(self.invalid("signing.timeout_secs", "must be at least 1"));

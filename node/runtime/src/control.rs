@@ -138,6 +138,21 @@ pub enum Request {
         /// The submitting client's name (its roles come from this node's configuration).
         submitter: String,
     },
+    /// Put a request submitted to the sender to the vote: the receiver (the cluster's
+    /// sequencer, normally the leader) proposes each key's requests one after the other, so
+    /// every node evaluates them in the same order. Every node still checks the PSBT itself.
+    Sequence {
+        /// The request id (derived from the request digest).
+        request_id: String,
+        /// Key id.
+        key_id: String,
+        /// The PSBT, base64, exactly as the client handed it in.
+        psbt: String,
+        /// The client's memo.
+        memo: Option<String>,
+        /// The submitting client's name.
+        submitter: String,
+    },
     /// Every vote collected for a request: verify each against its voter's certificate, store
     /// it, and settle this node's view of the request.
     Votes {
@@ -168,6 +183,14 @@ pub enum Request {
         /// (input index, compact `r || s` hex).
         signatures: Vec<(u32, String)>,
     },
+    /// The request's submitter or an admin cancelled it on the sending node: this node never
+    /// signs it afterwards.
+    Cancel {
+        /// The request.
+        request_id: String,
+        /// The client that cancelled it.
+        by: String,
+    },
     /// A request failed for good.
     Failed {
         /// The request.
@@ -193,10 +216,12 @@ impl Request {
             Request::Discard { .. } => "discard",
             Request::InteractiveSign { .. } => "interactive_sign",
             Request::Propose { .. } => "propose",
+            Request::Sequence { .. } => "sequence",
             Request::Votes { .. } => "votes",
             Request::Approve { .. } => "approve",
             Request::SignApproved { .. } => "sign_approved",
             Request::Finished { .. } => "finished",
+            Request::Cancel { .. } => "cancel",
             Request::Failed { .. } => "failed",
             Request::Attestation => "attestation",
         }
@@ -377,6 +402,13 @@ mod tests {
                 memo: Some("rent".into()),
                 submitter: "wallet".into(),
             },
+            Request::Sequence {
+                request_id: "r".into(),
+                key_id: "k".into(),
+                psbt: "cHNidP8=".into(),
+                memo: None,
+                submitter: "wallet".into(),
+            },
             Request::Votes {
                 request_id: "r".into(),
                 votes: vec![],
@@ -392,6 +424,10 @@ mod tests {
             Request::Finished {
                 request_id: "r".into(),
                 signatures: vec![(0, "ab".into())],
+            },
+            Request::Cancel {
+                request_id: "r".into(),
+                by: "wallet".into(),
             },
             Request::Failed {
                 request_id: "r".into(),

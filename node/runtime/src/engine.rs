@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rand::RngCore;
 use rand::rngs::OsRng;
@@ -26,7 +26,7 @@ use strongroom_mpc::session::{
     KeyId, ProtocolKind as MpcKind, SessionDescriptor, SessionId as MpcSessionId, SignerSet,
 };
 use strongroom_mpc::{MpcParty, interactive::run_interactive_sign};
-use strongroom_store::{Consumption, NewPresignature, PrimesOrigin, Store};
+use strongroom_store::{Consumption, NewPresignature, PrimesOrigin, ReleaseGate, Store};
 use strongroom_transport::{
     Node as Transport, NodeId, ProtocolKind, SessionId, SessionSpec, delivery,
 };
@@ -616,6 +616,25 @@ impl Engine {
                 .propose(&request_id, &key_id, &psbt, memo.as_deref(), &submitter)
                 .await
                 .map(Reply::Vote),
+            Request::Sequence {
+                request_id,
+                key_id,
+                psbt,
+                memo,
+                submitter,
+            } => {
+                crate::requests::spawn_sequenced(
+                    self.clone(),
+                    crate::requests::Proposal {
+                        request_id,
+                        key_id,
+                        psbt,
+                        memo,
+                        submitter,
+                    },
+                );
+                Ok(Reply::Done)
+            }
             Request::Votes { request_id, votes } => self
                 .receive_votes(&request_id, &votes)
                 .await
@@ -639,8 +658,12 @@ impl Engine {
                 .receive_signatures(&request_id, &signatures)
                 .await
                 .map(|()| Reply::Done),
+            Request::Cancel { request_id, by } => self
+                .receive_cancel(from, &request_id, &by)
+                .await
+                .map(|()| Reply::Done),
             Request::Failed { request_id, error } => self
-                .receive_failure(&request_id, &error)
+                .receive_failure(from, &request_id, &error)
                 .await
                 .map(|()| Reply::Done),
             // Answered where the request arrived, with that connection's channel binding.
@@ -1120,8 +1143,9 @@ impl Engine {
         entropy_hex: &[(u16, String)],
     ) -> Result<PartialSignature, EngineError> {
         // The message: this node's own sighash of its own copy of the request, and only if
-        // this node voted to allow it.
-        let (path, digest) = self.message_for(request_id, key_id, target).await?;
+        // this node may take part in signing it now (its vote allows it and is still valid).
+        let (path, digest, allowed_since) = self.message_for(request_id, key_id, target).await?;
+        let sign_request = request_id;
         let request_id = &target.reservation_id(request_id);
         let presig_id = presig_bytes(presig_hex)?;
         let own = lock(&self.reservations)
@@ -1181,6 +1205,11 @@ impl Engine {
                 &Consumption {
                     nonce_point: &nonce_point,
                     message: &digest,
+                    gate: allowed_since.map(|allowed_since| ReleaseGate {
+                        request_id: sign_request,
+                        allowed_since,
+                        now: SystemTime::now(),
+                    }),
                 },
                 |_| async move {
                     token
@@ -1249,7 +1278,19 @@ impl Engine {
         signers: &[u16],
         target: &SignTarget,
     ) -> Result<strongroom_mpc::online::EcdsaSignature, EngineError> {
-        let (path, digest) = self.message_for(request_id, key_id, target).await?;
+        let (path, digest, allowed_since) = self.message_for(request_id, key_id, target).await?;
+        if let Some(allowed_since) = allowed_since {
+            // Interactive signing releases this node's messages without a presignature: the
+            // release is checked and recorded before the session starts.
+            self.store
+                .check_release(&ReleaseGate {
+                    request_id,
+                    allowed_since,
+                    now: SystemTime::now(),
+                })
+                .await
+                .map_err(|e| EngineError::refused("refused", e.to_string()))?;
+        }
         let session = hex32(session_hex, "session id")?;
         let share = self.share(key_id).await?;
         let signer_set = SignerSet::new(signers.to_vec())

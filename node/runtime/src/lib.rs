@@ -19,6 +19,7 @@ pub mod config;
 pub mod control;
 pub mod engine;
 pub mod leader;
+pub mod lifecycle;
 pub mod metrics;
 pub mod requests;
 pub mod routes;

@@ -26,7 +26,7 @@
 //! 5. **Resumption.** The leader resumes requests that stalled (a coordinator died): voting
 //!    again where votes are missing and signing approved requests.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -38,14 +38,19 @@ use strongroom_mpc::hd::DerivationPath;
 use strongroom_policies::{Context, Decision, Initiator, Policy, TxOutput, TxSummary, WindowEntry};
 use strongroom_store::{NewSignRequest, NewVote, SignRequestRecord};
 use strongroom_transport::NodeId;
+use tokio::sync::Mutex as AsyncMutex;
 use tokio::sync::{Semaphore, broadcast};
 
 use crate::control::{Reply, Request, SignTarget};
 use crate::engine::{Engine, EngineError, hex32, lock, random_id};
+use crate::lifecycle::{
+    self, CountedVote, OwnView, PeerFailed, ReleaseVerdict, RequestState, Tally,
+};
 use crate::votes::{Expected, SignedVote, Vote, VoteDecision};
 
-/// States after which nothing changes.
-pub const FINAL_STATES: [&str; 3] = ["signed", "rejected", "failed"];
+/// States after which nothing changes (a `failed` or `expired` request still completes when
+/// signatures that verify arrive).
+pub const FINAL_STATES: [&str; 5] = ["signed", "rejected", "failed", "expired", "cancelled"];
 
 /// How long a request may sit in `voting` or `approved` before the leader resumes it.
 const RESUME_AFTER: Duration = Duration::from_secs(15);
@@ -68,8 +73,13 @@ pub(crate) struct RequestsState {
     peer_certs: std::sync::Mutex<HashMap<String, CertificateDer<'static>>>,
     /// Parsed PSBTs by request id.
     parsed: std::sync::Mutex<HashMap<String, Arc<SignRequest>>>,
-    /// Requests this node's stored vote allows (read from the database when absent).
-    allowed: std::sync::Mutex<HashSet<String>>,
+    /// Per key: held while this node evaluates a request of the key and records its vote, so
+    /// concurrent requests are counted against each other.
+    key_locks: KeyLocks,
+    /// Per key: held while this node (as the cluster's sequencer, normally the leader) collects
+    /// the votes on one request of the key, so every node evaluates the key's requests in the
+    /// same order.
+    sequencer: KeyLocks,
     /// Request ids whose state changed (for long polls).
     pub(crate) changed: broadcast::Sender<String>,
     /// Requests this node coordinates at once.
@@ -87,11 +97,45 @@ impl RequestsState {
             own_cert,
             peer_certs: std::sync::Mutex::new(HashMap::new()),
             parsed: std::sync::Mutex::new(HashMap::new()),
-            allowed: std::sync::Mutex::new(HashSet::new()),
+            key_locks: KeyLocks::default(),
+            sequencer: KeyLocks::default(),
             changed: broadcast::channel(1024).0,
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
         }
     }
+}
+
+/// One async lock per key id.
+#[derive(Default)]
+struct KeyLocks(std::sync::Mutex<HashMap<String, Arc<AsyncMutex<()>>>>);
+
+impl KeyLocks {
+    async fn acquire(&self, key_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = lock(&self.0).entry(key_id.to_owned()).or_default().clone();
+        lock.lock_owned().await
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A stored request as the lifecycle decisions see it.
+pub(crate) fn own_view(record: &SignRequestRecord) -> Result<OwnView, EngineError> {
+    let state = RequestState::parse(&record.state).ok_or_else(|| {
+        EngineError::refused(
+            "internal",
+            format!("stored request has an unknown state {:?}", record.state),
+        )
+    })?;
+    Ok(OwnView {
+        state,
+        allowed_at: record.allowed_at,
+        released: record.released_at.is_some(),
+        expires_at: record.expires_at,
+    })
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -171,41 +215,6 @@ fn mpc_path(
     DerivationPath::new(indices).map_err(|e| EngineError::refused("invalid-path", e.to_string()))
 }
 
-/// The state votes settle a request in, as one node sees them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Tally {
-    /// At least `t` nodes allow.
-    Approved,
-    /// Enough nodes allow or wait for approvals.
-    AwaitingApprovals,
-    /// Too few nodes can still allow; the reasons of those that deny.
-    Rejected(Vec<String>),
-    /// Votes are missing.
-    Pending,
-}
-
-/// Settles `votes` (node id, decision, reasons) among `n` members with threshold `t`.
-pub(crate) fn tally(n: usize, t: usize, votes: &[(String, String, Vec<String>)]) -> Tally {
-    let allow = votes.iter().filter(|v| v.1 == "allow").count();
-    let waiting = votes.iter().filter(|v| v.1 == "needs_approvals").count();
-    let missing = n.saturating_sub(votes.len());
-    if allow >= t {
-        return Tally::Approved;
-    }
-    if allow + waiting + missing < t {
-        let reasons = votes
-            .iter()
-            .filter(|v| v.1 == "deny")
-            .flat_map(|(node, _, reasons)| reasons.iter().map(move |r| format!("{node}: {r}")))
-            .collect();
-        return Tally::Rejected(reasons);
-    }
-    if allow + waiting >= t {
-        return Tally::AwaitingApprovals;
-    }
-    Tally::Pending
-}
-
 impl Engine {
     fn policy(&self) -> Option<&Arc<Policy>> {
         self.requests.policy.as_ref()
@@ -278,25 +287,29 @@ impl Engine {
     }
 
     /// The message a signer signs for `target`: for a signing request, this node's own
-    /// sighash of input `input_index`, and only if this node voted to allow the request.
+    /// sighash of input `input_index`, and only if this node may take part in signing it now
+    /// ([`lifecycle::release_verdict`]: the request is open and before its deadline here, and
+    /// this node's vote allowed it within `signing.vote_valid_secs`, or its policy allows it
+    /// again now). With the message comes the oldest allowing vote still valid, which the
+    /// store checks again in the transaction that releases the partial.
     pub(crate) async fn message_for(
         &self,
         request_id: &str,
         key_id: &str,
         target: &SignTarget,
-    ) -> Result<(DerivationPath, [u8; 32]), EngineError> {
+    ) -> Result<(DerivationPath, [u8; 32], Option<SystemTime>), EngineError> {
         match target {
             SignTarget::Digest { path, digest } => {
                 self.require_raw_digests()?;
-                Ok((crate::engine::parse_path(path)?, hex32(digest, "digest")?))
+                Ok((
+                    crate::engine::parse_path(path)?,
+                    hex32(digest, "digest")?,
+                    None,
+                ))
             }
             SignTarget::Input { input_index } => {
-                let cached = lock(&self.requests.parsed).get(request_id).cloned();
-                let allowed = lock(&self.requests.allowed).contains(request_id);
-                let parsed = match cached {
-                    Some(parsed) if allowed => parsed,
-                    _ => self.allowed_request(request_id).await?,
-                };
+                let (record, parsed) = self.parsed_request(request_id).await?;
+                let allowed_since = self.may_release(&record, &parsed).await?;
                 if parsed.analysis().key_id != key_id {
                     return Err(EngineError::refused(
                         "bad-request",
@@ -319,49 +332,60 @@ impl Engine {
                             ),
                         )
                     })?;
-                Ok((mpc_path(&input.path)?, *input.message().as_ref()))
+                Ok((
+                    mpc_path(&input.path)?,
+                    *input.message().as_ref(),
+                    Some(allowed_since),
+                ))
             }
         }
     }
 
-    /// The parsed request from the database, if this node's stored vote allows it.
-    async fn allowed_request(&self, request_id: &str) -> Result<Arc<SignRequest>, EngineError> {
-        let (_, parsed) = self.parsed_request(request_id).await?;
-        let own = self
-            .store
-            .votes(request_id)
-            .await?
-            .into_iter()
-            .find(|v| v.node_id == self.me);
-        match own {
-            Some(v) if v.decision == "allow" => {}
-            Some(v) => {
-                return Err(EngineError::refused(
-                    "refused",
-                    format!(
-                        "node {} voted {} on request {request_id}; it signs only what its policy allows",
-                        self.me, v.decision
-                    ),
-                ));
-            }
-            None => {
-                return Err(EngineError::refused(
-                    "refused",
-                    format!("node {} has not voted on request {request_id}", self.me),
-                ));
+    /// Whether this node may take part in signing `record` now; evaluates its policy again
+    /// when its vote to allow has expired (renewing the vote if the policy still allows).
+    async fn may_release(
+        &self,
+        record: &SignRequestRecord,
+        parsed: &SignRequest,
+    ) -> Result<SystemTime, EngineError> {
+        let vote_valid = Duration::from_secs(self.cfg.signing.vote_valid_secs);
+        let refuse = |reason: String| {
+            EngineError::refused(
+                "refused",
+                format!(
+                    "node {} takes no part in signing request {}: {reason}",
+                    self.me, record.request_id
+                ),
+            )
+        };
+        match lifecycle::release_verdict(&own_view(record)?, SystemTime::now(), vote_valid) {
+            ReleaseVerdict::Release { allowed_since } => Ok(allowed_since),
+            ReleaseVerdict::Refuse(reason) => Err(refuse(reason)),
+            ReleaseVerdict::EvaluateAgain => {
+                let _key = self.requests.key_locks.acquire(&record.key_id).await;
+                let now = SystemTime::now();
+                let digest = parsed.digest().to_bytes();
+                let (decision, _) = self
+                    .evaluate(record, parsed, digest, false, Some(&record.request_id), now)
+                    .await?;
+                match lifecycle::after_evaluating_again(&decision, now, vote_valid) {
+                    ReleaseVerdict::Release { allowed_since } => {
+                        if !self.store.renew_allowed(&record.request_id, now).await? {
+                            return Err(refuse("the request is no longer open here".into()));
+                        }
+                        tracing::info!(request_id = %record.request_id, %decision, "vote to allow expired; the policy still allows: renewed");
+                        Ok(allowed_since)
+                    }
+                    ReleaseVerdict::Refuse(reason) => {
+                        tracing::warn!(request_id = %record.request_id, %decision, "vote to allow expired and the policy no longer allows");
+                        Err(refuse(reason))
+                    }
+                    ReleaseVerdict::EvaluateAgain => {
+                        Err(refuse("its policy could not be evaluated again".into()))
+                    }
+                }
             }
         }
-        self.remember_allowed(request_id);
-        Ok(parsed)
-    }
-
-    /// Remembers that this node's stored vote allows `request_id`.
-    fn remember_allowed(&self, request_id: &str) {
-        let mut allowed = lock(&self.requests.allowed);
-        if allowed.len() >= PARSED_CACHE {
-            allowed.clear();
-        }
-        allowed.insert(request_id.to_owned());
     }
 
     /// The certificate `node` presented to this node's transport (its own for this node).
@@ -452,6 +476,7 @@ impl Engine {
                 memo,
                 submitter,
                 summary: &summary,
+                expires_at: self.request_deadline(),
             })
             .await?;
         if created {
@@ -495,8 +520,14 @@ impl Engine {
                 return Ok(v.clone());
             }
         }
+        // Evaluation and the vote are one step per key: the next request of the key is
+        // evaluated with this one's spend already counted.
+        let _key = self.requests.key_locks.acquire(&record.key_id).await;
         let digest = parsed.digest().to_bytes();
-        let (decision, policy_hash) = self.evaluate(record, parsed, digest, fresh).await?;
+        let now = SystemTime::now();
+        let (decision, policy_hash) = self
+            .evaluate(record, parsed, digest, fresh, None, now)
+            .await?;
         let reasons = vec![decision.to_string()];
         if let Some(v) = &stored_vote {
             if v.unverified_vote().reasons == reasons {
@@ -517,16 +548,18 @@ impl Engine {
         let identity = self.token.identity();
         let signed =
             SignedVote::sign(vote, &identity).map_err(|e| EngineError::Token(e.to_string()))?;
-        self.store_vote(&signed).await?;
-        if signed.unverified_vote().decision == VoteDecision::Allow {
-            self.remember_allowed(request_id);
-        }
+        let allowed_at = (signed.unverified_vote().decision == VoteDecision::Allow).then_some(now);
+        self.store_vote(&signed, allowed_at).await?;
         let v = signed.unverified_vote();
         tracing::info!(request_id, decision = %v.decision, reasons = ?v.reasons, "vote cast");
         Ok(signed)
     }
 
-    async fn store_vote(&self, signed: &SignedVote) -> Result<bool, EngineError> {
+    async fn store_vote(
+        &self,
+        signed: &SignedVote,
+        allowed_at: Option<SystemTime>,
+    ) -> Result<bool, EngineError> {
         let v = signed.unverified_vote();
         let body =
             serde_json::to_vec(v).map_err(|e| EngineError::refused("internal", e.to_string()))?;
@@ -542,17 +575,23 @@ impl Engine {
                 entropy: &v.entropy,
                 signed_vote: &body,
                 signature: signed.signature(),
+                allowed_at,
             })
             .await?)
     }
 
-    /// This node's policy decision on a stored request, with the policy hash.
+    /// This node's policy decision on a stored request at `now`, with the policy hash. The
+    /// rolling window holds every spend of the key this node allowed that still counts
+    /// ([`strongroom_store::WindowSpend::counts`]), dated when it allowed it, leaving out
+    /// `except` (the request itself, when it is evaluated again).
     async fn evaluate(
         &self,
         record: &SignRequestRecord,
         parsed: &SignRequest,
         digest: [u8; 32],
         fresh: bool,
+        except: Option<&str>,
+        now: SystemTime,
     ) -> Result<(Decision, [u8; 32]), EngineError> {
         let Some(policy) = self.policy() else {
             return Ok((
@@ -566,26 +605,20 @@ impl Engine {
                 [0; 32],
             ));
         };
-        let now = SystemTime::now();
-        let now_s = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now_s = unix_secs(now);
         let window_history = match policy.longest_window() {
             Some(seconds) => {
                 let since = now
                     .checked_sub(Duration::from_secs(seconds))
                     .unwrap_or(UNIX_EPOCH);
                 self.store
-                    .window_spends(&record.key_id, since)
+                    .window_spends(&record.key_id, since, except)
                     .await?
                     .into_iter()
-                    .map(|(t, amount)| WindowEntry {
-                        time: t
-                            .duration_since(UNIX_EPOCH)
-                            .map(|d| d.as_secs())
-                            .unwrap_or(0),
-                        amount_sat: u64::try_from(amount).unwrap_or(0),
+                    .filter(|spend| spend.counts(now))
+                    .map(|spend| WindowEntry {
+                        time: unix_secs(spend.allowed_at),
+                        amount_sat: spend.amount_sat,
                     })
                     .collect()
             }
@@ -630,7 +663,12 @@ impl Engine {
     pub(crate) async fn needs(&self, record: &SignRequestRecord) -> Option<Value> {
         let (_, parsed) = self.parsed_request(&record.request_id).await.ok()?;
         let digest = parsed.digest().to_bytes();
-        match self.evaluate(record, &parsed, digest, false).await.ok()?.0 {
+        match self
+            .evaluate(record, &parsed, digest, false, None, SystemTime::now())
+            .await
+            .ok()?
+            .0
+        {
             Decision::NeedsApprovals {
                 group,
                 required,
@@ -674,7 +712,8 @@ impl Engine {
                 }
             }
         }
-        let stored = futures::future::join_all(verified.iter().map(|v| self.store_vote(v))).await;
+        let stored =
+            futures::future::join_all(verified.iter().map(|v| self.store_vote(v, None))).await;
         for (signed, result) in verified.iter().zip(stored) {
             if let Err(e) = result {
                 tracing::warn!(request_id, voter = %signed.unverified_vote().node_id, error = %e, "vote not stored");
@@ -687,17 +726,28 @@ impl Engine {
     async fn settle(&self, record: &SignRequestRecord) -> Result<Tally, EngineError> {
         let request_id = record.request_id.as_str();
         let key = self.public_info(&record.key_id).await?;
-        let votes: Vec<(String, String, Vec<String>)> = self
+        // Only stored votes count, and a vote is stored only once verified against its voter's
+        // certificate (or cast by this node).
+        let stored: Vec<(String, VoteDecision, Vec<String>)> = self
             .store
             .votes(request_id)
             .await?
             .into_iter()
-            .map(|v| {
+            .filter(|v| self.members.contains(&v.node_id))
+            .filter_map(|v| {
                 let reasons = serde_json::from_value(v.reasons).unwrap_or_default();
-                (v.node_id, v.decision, reasons)
+                Some((v.node_id, VoteDecision::parse(&v.decision)?, reasons))
             })
             .collect();
-        let result = tally(usize::from(key.n), usize::from(key.threshold), &votes);
+        let votes: Vec<CountedVote<'_>> = stored
+            .iter()
+            .map(|(node, decision, reasons)| CountedVote {
+                node,
+                decision: *decision,
+                reasons,
+            })
+            .collect();
+        let result = lifecycle::tally(usize::from(key.n), usize::from(key.threshold), &votes);
         let changed = match &result {
             Tally::Approved => {
                 self.store
@@ -716,12 +766,15 @@ impl Engine {
             }
             Tally::Rejected(reasons) => {
                 let text = reasons.join("; ");
+                // This node's own conclusion from verified votes: too few nodes allow, so it
+                // will never release anything for the request.
                 self.store
-                    .transition_sign_request(
+                    .end_sign_request(
                         request_id,
                         &["voting", "awaiting_approvals"],
                         "rejected",
                         Some(&text),
+                        true,
                     )
                     .await?
             }
@@ -816,8 +869,18 @@ impl Engine {
         signatures: &[(u32, String)],
     ) -> Result<(), EngineError> {
         let (record, parsed) = self.parsed_request(request_id).await?;
-        if record.state == "signed" {
+        let state = own_view(&record)?.state;
+        if state == RequestState::Signed {
             return Ok(());
+        }
+        if !lifecycle::accepts_signatures(state) {
+            return Err(EngineError::refused(
+                "refused",
+                format!(
+                    "request {request_id} is {state} on node {}; it does not take signatures",
+                    self.me
+                ),
+            ));
         }
         let mut sigs = Vec::with_capacity(signatures.len());
         for (input, hex_sig) in signatures {
@@ -853,25 +916,219 @@ impl Engine {
         Ok(())
     }
 
-    /// [`Request::Failed`].
+    /// [`Request::Failed`] from peer `from`: the request ends `failed` here unless it is
+    /// signed ([`lifecycle::on_peer_failed`]); the spend keeps counting in this node's window
+    /// whatever the peer says (a peer's word never takes a spend out).
     pub(crate) async fn receive_failure(
+        &self,
+        from: &str,
+        request_id: &str,
+        error: &str,
+    ) -> Result<(), EngineError> {
+        let record = self.store.sign_request(request_id).await?.ok_or_else(|| {
+            EngineError::refused(
+                "unknown-request",
+                format!("node {} has no signing request {request_id}", self.me),
+            )
+        })?;
+        match lifecycle::on_peer_failed(&own_view(&record)?) {
+            PeerFailed::Refuse(reason) => {
+                let e = EngineError::refused(
+                    "refused",
+                    format!(
+                        "node {} refuses {from}'s failed for request {request_id}: {reason}",
+                        self.me
+                    ),
+                );
+                self.refused_peer_message(from, "failed", Some(request_id), &e.to_string())
+                    .await;
+                Err(e)
+            }
+            PeerFailed::AlreadyEnded => Ok(()),
+            PeerFailed::Fail(ending) => {
+                let reason = format!("{from}: {error}");
+                if self
+                    .store
+                    .end_sign_request(
+                        request_id,
+                        strongroom_store::OPEN_STATES,
+                        ending.to.as_str(),
+                        Some(&reason),
+                        ending.void_unreleased,
+                    )
+                    .await?
+                {
+                    self.notify(request_id);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// This node's own signing attempt of `request_id` failed: the request ends `failed`, and
+    /// its spend stops counting here if this node released nothing for it.
+    pub(crate) async fn own_failure(
         &self,
         request_id: &str,
         error: &str,
     ) -> Result<(), EngineError> {
-        if self
+        let Some(record) = self.store.sign_request(request_id).await? else {
+            return Ok(());
+        };
+        if let Some(ending) = lifecycle::on_own_failure(&own_view(&record)?) {
+            if self
+                .store
+                .end_sign_request(
+                    request_id,
+                    strongroom_store::OPEN_STATES,
+                    ending.to.as_str(),
+                    Some(error),
+                    ending.void_unreleased,
+                )
+                .await?
+            {
+                self.notify(request_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends every open request past this node's deadline (`expired`); the spend of one this
+    /// node released nothing for stops counting.
+    pub(crate) async fn expire_due(&self) -> Result<usize, EngineError> {
+        let now = SystemTime::now();
+        let mut ended = 0;
+        for request_id in self.store.due_sign_requests(now, 256).await? {
+            let Some(record) = self.store.sign_request(&request_id).await? else {
+                continue;
+            };
+            let Some(ending) = lifecycle::on_tick(&own_view(&record)?, now) else {
+                continue;
+            };
+            if self
+                .store
+                .end_sign_request(
+                    &request_id,
+                    strongroom_store::OPEN_STATES,
+                    ending.to.as_str(),
+                    Some("not signed before this node's deadline (signing.request_ttl_secs)"),
+                    ending.void_unreleased,
+                )
+                .await?
+            {
+                tracing::info!(request_id, "request expired");
+                self.notify(&request_id);
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Cancels `record` here for client `by` (its submitter or an admin, as the API checked):
+    /// it ends `cancelled` and, this node having decided it, its spend stops counting if
+    /// nothing was released.
+    pub(crate) async fn cancel(
+        &self,
+        record: &SignRequestRecord,
+        by: &str,
+    ) -> Result<(), EngineError> {
+        let ending = lifecycle::on_cancel(&own_view(record)?).map_err(|reason| {
+            EngineError::refused(
+                "request-closed",
+                format!("request {}: {reason}", record.request_id),
+            )
+        })?;
+        let reason = format!("cancelled by {by}");
+        if !self
             .store
-            .transition_sign_request(
-                request_id,
-                &["voting", "awaiting_approvals", "approved", "signing"],
-                "failed",
-                Some(error),
+            .end_sign_request(
+                &record.request_id,
+                &["voting", "awaiting_approvals", "approved"],
+                ending.to.as_str(),
+                Some(&reason),
+                ending.void_unreleased,
             )
             .await?
         {
-            self.notify(request_id);
+            return Err(EngineError::refused(
+                "request-closed",
+                format!(
+                    "request {} changed state meanwhile; it can be cancelled only before signing starts",
+                    record.request_id
+                ),
+            ));
         }
+        tracing::info!(request_id = %record.request_id, by, "request cancelled");
+        self.notify(&record.request_id);
         Ok(())
+    }
+
+    /// [`Request::Cancel`] from peer `from`: the request ends `cancelled` here if it is not yet
+    /// being signed, so this node never signs it. On a peer's word the spend keeps counting
+    /// until this node's deadline.
+    pub(crate) async fn receive_cancel(
+        &self,
+        from: &str,
+        request_id: &str,
+        by: &str,
+    ) -> Result<(), EngineError> {
+        let Some(record) = self.store.sign_request(request_id).await? else {
+            return Ok(());
+        };
+        match lifecycle::on_cancel(&own_view(&record)?) {
+            Ok(ending) => {
+                let reason = format!("cancelled by {by} (through {from})");
+                if self
+                    .store
+                    .end_sign_request(
+                        request_id,
+                        &["voting", "awaiting_approvals", "approved"],
+                        ending.to.as_str(),
+                        Some(&reason),
+                        false,
+                    )
+                    .await?
+                {
+                    self.notify(request_id);
+                }
+                Ok(())
+            }
+            Err(reason) => Err(EngineError::refused(
+                "request-closed",
+                format!("node {}: request {request_id}: {reason}", self.me),
+            )),
+        }
+    }
+
+    /// This node's deadline for a request it stores now.
+    pub(crate) fn request_deadline(&self) -> SystemTime {
+        SystemTime::now() + Duration::from_secs(self.cfg.signing.request_ttl_secs)
+    }
+
+    /// Logs and audits a control message from `from` that this node refused.
+    pub(crate) async fn refused_peer_message(
+        &self,
+        from: &str,
+        kind: &str,
+        request_id: Option<&str>,
+        reason: &str,
+    ) {
+        tracing::warn!(
+            from,
+            message = kind,
+            request_id,
+            reason,
+            "peer message refused"
+        );
+        let mut event = self
+            .event(strongroom_audit::EventKind::PeerMessageRefused)
+            .field("peer", from)
+            .field("message", kind)
+            .field("reason", reason);
+        if let Some(id) = request_id {
+            event = event.request(id.to_owned());
+        }
+        self.record(event).await;
     }
 }
 
@@ -886,43 +1143,114 @@ pub(crate) enum IntakeFailure {
 
 // ---- coordinator side ------------------------------------------------------------------------
 
-/// Collects every member's vote on a stored request and shares them; signs when approved.
-pub(crate) async fn coordinate(engine: Arc<Engine>, record: SignRequestRecord) {
-    let request_id = record.request_id.clone();
-    if let Err(e) = coordinate_inner(&engine, &record).await {
+/// A request to put to the vote: what every member checks for itself.
+#[derive(Debug, Clone)]
+pub(crate) struct Proposal {
+    /// The request id (derived from the request digest).
+    pub(crate) request_id: String,
+    /// Key id.
+    pub(crate) key_id: String,
+    /// The PSBT, base64, as the client handed it in.
+    pub(crate) psbt: String,
+    /// The client's memo.
+    pub(crate) memo: Option<String>,
+    /// The submitting client's name.
+    pub(crate) submitter: String,
+}
+
+impl From<&SignRequestRecord> for Proposal {
+    fn from(r: &SignRequestRecord) -> Self {
+        Proposal {
+            request_id: r.request_id.clone(),
+            key_id: r.key_id.clone(),
+            psbt: r.psbt.clone(),
+            memo: r.memo.clone(),
+            submitter: r.submitter.clone(),
+        }
+    }
+}
+
+/// Puts a request this node received to the vote: through the leader, which proposes each
+/// key's requests one after the other so that every node evaluates them in the same order
+/// (concurrent requests then settle exactly as the spending caps allow); when no leader is
+/// known or it cannot be reached, this node proposes it itself. The order is a matter of
+/// liveness only: each node counts what it allowed against its own caps whatever the order.
+pub(crate) async fn put_to_vote(engine: Arc<Engine>, record: SignRequestRecord) {
+    let proposal = Proposal::from(&record);
+    let leader = engine.coord.borrow().leader.clone();
+    if let Some(index) = leader
+        .and_then(|l| engine.members().iter().position(|m| *m == l))
+        .and_then(|i| u16::try_from(i).ok())
+        .filter(|&i| i != engine.my_index && engine.reachable(i))
+    {
+        let sent = engine
+            .call(
+                index,
+                Request::Sequence {
+                    request_id: proposal.request_id.clone(),
+                    key_id: proposal.key_id.clone(),
+                    psbt: proposal.psbt.clone(),
+                    memo: proposal.memo.clone(),
+                    submitter: proposal.submitter.clone(),
+                },
+                Duration::from_secs(5),
+            )
+            .await;
+        match sent {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(request_id = %proposal.request_id, error = %e, "the leader did not take the request; proposing it here");
+            }
+        }
+    }
+    coordinate(engine, proposal).await;
+}
+
+/// [`Request::Sequence`]: proposes a request a peer received, in this node's order.
+pub(crate) fn spawn_sequenced(engine: Arc<Engine>, proposal: Proposal) {
+    tokio::spawn(coordinate(engine, proposal));
+}
+
+/// Collects every member's vote on a request and shares them; signs when approved.
+pub(crate) async fn coordinate(engine: Arc<Engine>, proposal: Proposal) {
+    let request_id = proposal.request_id.clone();
+    if let Err(e) = coordinate_inner(&engine, &proposal).await {
         tracing::warn!(request_id = %request_id, error = %e, "signing request could not proceed");
     }
 }
 
-async fn coordinate_inner(
-    engine: &Arc<Engine>,
-    record: &SignRequestRecord,
-) -> Result<(), EngineError> {
+async fn coordinate_inner(engine: &Arc<Engine>, proposal: &Proposal) -> Result<(), EngineError> {
     let timeout = Duration::from_secs(engine.cfg.signing.timeout_secs);
     let started = std::time::Instant::now();
-    let answers = engine
-        .call_all(&engine.parties(), timeout, |_| Request::Propose {
-            request_id: record.request_id.clone(),
-            key_id: record.key_id.clone(),
-            psbt: record.psbt.clone(),
-            memo: record.memo.clone(),
-            submitter: record.submitter.clone(),
-        })
-        .await;
-    let mut votes = Vec::new();
-    for (i, answer) in answers {
-        match answer {
-            Ok(Reply::Vote(v)) => votes.push(v),
-            Ok(_) => {
-                tracing::warn!(request_id = %record.request_id, node = i, "unexpected reply to a proposal")
-            }
-            Err(e) => {
-                tracing::warn!(request_id = %record.request_id, node = i, error = %e, "no vote")
+    let votes = {
+        // One request of a key at a time: each is proposed once the previous one's votes are
+        // in, so every node has counted it when it evaluates the next.
+        let _turn = engine.requests.sequencer.acquire(&proposal.key_id).await;
+        let answers = engine
+            .call_all(&engine.parties(), timeout, |_| Request::Propose {
+                request_id: proposal.request_id.clone(),
+                key_id: proposal.key_id.clone(),
+                psbt: proposal.psbt.clone(),
+                memo: proposal.memo.clone(),
+                submitter: proposal.submitter.clone(),
+            })
+            .await;
+        let mut votes = Vec::new();
+        for (i, answer) in answers {
+            match answer {
+                Ok(Reply::Vote(v)) => votes.push(v),
+                Ok(_) => {
+                    tracing::warn!(request_id = %proposal.request_id, node = i, "unexpected reply to a proposal")
+                }
+                Err(e) => {
+                    tracing::warn!(request_id = %proposal.request_id, node = i, error = %e, "no vote")
+                }
             }
         }
-    }
-    tracing::debug!(request_id = %record.request_id, votes = votes.len(), ms = started.elapsed().as_secs_f64() * 1000.0, "votes collected");
-    share_votes(engine, &record.request_id, votes).await
+        votes
+    };
+    tracing::debug!(request_id = %proposal.request_id, votes = votes.len(), ms = started.elapsed().as_secs_f64() * 1000.0, "votes collected");
+    share_votes(engine, &proposal.request_id, votes).await
 }
 
 /// Sends `votes` to every member; if this node's view is then `approved`, signs.
@@ -1008,6 +1336,22 @@ pub(crate) async fn approve(
     Ok(())
 }
 
+/// Tells every other member that a request was cancelled here.
+pub(crate) async fn relay_cancel(engine: &Arc<Engine>, request_id: &str, by: &str) {
+    let others = engine.other_parties();
+    for (i, answer) in engine
+        .call_all(&others, Duration::from_secs(5), |_| Request::Cancel {
+            request_id: request_id.to_owned(),
+            by: by.to_owned(),
+        })
+        .await
+    {
+        if let Err(e) = answer {
+            tracing::warn!(request_id, node = i, error = %e, "cancellation not taken");
+        }
+    }
+}
+
 /// Signs an approved request in a task of its own.
 pub(crate) fn spawn_signing(engine: Arc<Engine>, request_id: String) {
     tokio::spawn(async move { sign_approved(&engine, &request_id).await });
@@ -1021,7 +1365,7 @@ async fn sign_approved(engine: &Arc<Engine>, request_id: &str) {
         Err(e) => {
             tracing::warn!(request_id, error = %e, "signing failed");
             let error = e.to_string();
-            if let Err(db) = engine.receive_failure(request_id, &error).await {
+            if let Err(db) = engine.own_failure(request_id, &error).await {
                 tracing::error!(request_id, error = %db, "cannot record the failure");
             }
             let others = engine.other_parties();
@@ -1175,7 +1519,7 @@ pub(crate) async fn resume_stalled(engine: &Arc<Engine>) -> Result<(), EngineErr
         .await?
     {
         tracing::info!(request_id = %record.request_id, "resuming the vote on a stalled request");
-        coordinate(engine.clone(), record).await;
+        coordinate(engine.clone(), Proposal::from(&record)).await;
     }
     for record in engine
         .store
@@ -1206,61 +1550,6 @@ pub(crate) async fn resume_stalled(engine: &Arc<Engine>) -> Result<(), EngineErr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn v(node: &str, d: &str) -> (String, String, Vec<String>) {
-        (node.into(), d.into(), vec![format!("{d} by rule")])
-    }
-
-    #[test]
-    fn tally_settles_on_threshold() {
-        // 2 of 3.
-        assert_eq!(
-            tally(3, 2, &[v("a", "allow"), v("b", "allow")]),
-            Tally::Approved
-        );
-        assert_eq!(tally(3, 2, &[v("a", "allow")]), Tally::Pending);
-        assert_eq!(
-            tally(3, 2, &[v("a", "allow"), v("b", "deny")]),
-            Tally::Pending
-        );
-        assert_eq!(
-            tally(3, 2, &[v("a", "allow"), v("b", "deny"), v("c", "allow")]),
-            Tally::Approved
-        );
-        assert_eq!(
-            tally(3, 2, &[v("a", "deny"), v("b", "deny")]),
-            Tally::Rejected(vec!["a: deny by rule".into(), "b: deny by rule".into()])
-        );
-        assert_eq!(
-            tally(
-                3,
-                2,
-                &[v("a", "needs_approvals"), v("b", "needs_approvals")]
-            ),
-            Tally::AwaitingApprovals
-        );
-        assert_eq!(
-            tally(
-                3,
-                2,
-                &[v("a", "needs_approvals"), v("b", "deny"), v("c", "allow")]
-            ),
-            Tally::AwaitingApprovals
-        );
-        assert_eq!(
-            tally(
-                3,
-                2,
-                &[v("a", "needs_approvals"), v("b", "deny"), v("c", "deny")]
-            ),
-            Tally::Rejected(vec!["b: deny by rule".into(), "c: deny by rule".into()])
-        );
-        // 3 of 3: one deny rejects.
-        assert!(matches!(
-            tally(3, 3, &[v("a", "allow"), v("b", "deny")]),
-            Tally::Rejected(_)
-        ));
-    }
 
     #[test]
     fn request_ids_come_from_the_digest() {

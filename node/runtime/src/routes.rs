@@ -154,7 +154,7 @@ pub fn routes(engine: Arc<Engine>) -> Routes {
     let request_schema = json!({"type": "object", "required": ["request_id", "key_id", "state", "digest", "summary", "decisions", "approvals"],
         "properties": {
             "request_id": {"type": "string"}, "key_id": {"type": "string"},
-            "state": {"type": "string", "enum": ["voting", "awaiting_approvals", "approved", "signing", "signed", "rejected", "failed"]},
+            "state": {"type": "string", "enum": ["voting", "awaiting_approvals", "approved", "signing", "signed", "rejected", "failed", "expired", "cancelled"]},
             "digest": {"type": "string", "description": "hex; approvers sign these 32 bytes"},
             "summary": {"type": "object"},
             "decisions": {"type": "array", "items": {"type": "object"}},
@@ -208,6 +208,17 @@ pub fn routes(engine: Arc<Engine>) -> Routes {
                 .problem(403, "Unknown approver or bad signature")
                 .problem(404, "Unknown request")
                 .problem(409, "The request is no longer open for approvals"),
+        )
+        .post(
+            "/v1/sign-requests/{request_id}/cancel",
+            cancel_request,
+            Operation::new("cancel_sign_request", "Cancel a signing request that is not yet being signed", Access::AnyOf(vec![Role::Submitter, Role::Admin]))
+                .tag("signing")
+                .description("The request's submitter or an admin cancels it: it ends `cancelled` on every node, which never signs it afterwards. A request already being signed (or ended) cannot be cancelled.")
+                .path_param("request_id", "Request id", json!({"type": "string"}))
+                .response_json(200, "Cancelled", json!({"type": "object", "required": ["request_id", "state"]}))
+                .problem(404, "Unknown request (or not this submitter's)")
+                .problem(409, "The request is being signed or has ended"),
         )
         .get(
             "/v1/policy",
@@ -557,7 +568,9 @@ async fn peer_request(
         .call(index, body.request, Duration::from_secs(30))
         .await
     {
-        Ok(reply) => Ok(Json(serde_json::to_value(reply).map_err(ApiError::internal)?)),
+        Ok(reply) => Ok(Json(
+            serde_json::to_value(reply).map_err(ApiError::internal)?,
+        )),
         Err(EngineError::Remote { error, .. }) => Ok(Json(
             json!({"error": {"kind": error.kind, "detail": error.detail}}),
         )),
@@ -642,6 +655,7 @@ async fn submit(
             memo: body.memo.as_deref(),
             submitter: caller.name(),
             summary: &summary,
+            expires_at: engine.request_deadline(),
         })
         .await
         .map_err(store_problem)?;
@@ -653,7 +667,7 @@ async fn submit(
     let engine = engine.clone();
     tokio::spawn(async move {
         let _permit = permit;
-        crate::requests::coordinate(engine, record).await;
+        crate::requests::put_to_vote(engine, record).await;
     });
     Ok(response)
 }
@@ -854,6 +868,37 @@ async fn approve_request(
         .map_or(record.state, |r| r.state);
     Ok(Json(
         json!({"request_id": request_id, "state": state, "approver": body.approver}),
+    ))
+}
+
+async fn cancel_request(
+    State(engine): State<Arc<Engine>>,
+    caller: Caller,
+    Path(request_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    // The submitter sees (and cancels) its own requests; an admin any.
+    let record = engine
+        .store
+        .sign_request(&request_id)
+        .await
+        .map_err(store_problem)?
+        .filter(|r| caller.has(Role::Admin) || r.submitter == caller.name())
+        .ok_or_else(|| {
+            problem(&EngineError::Refused {
+                kind: "unknown-request",
+                detail: format!(
+                    "no signing request {request_id} of yours on node {}",
+                    engine.node_id()
+                ),
+            })
+        })?;
+    engine
+        .cancel(&record, caller.name())
+        .await
+        .map_err(|e| problem(&e))?;
+    crate::requests::relay_cancel(&engine, &request_id, caller.name()).await;
+    Ok(Json(
+        json!({"request_id": request_id, "state": "cancelled"}),
     ))
 }
 

@@ -350,6 +350,18 @@ pub async fn run(
         }));
     }
     {
+        // Every node ends the requests past its own deadline.
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if let Err(e) = engine.expire_due().await {
+                    tracing::warn!(error = %e, "expiring overdue signing requests failed");
+                }
+            }
+        }));
+    }
+    {
         // The leader resumes signing requests whose coordinator stopped.
         let engine = engine.clone();
         tasks.push(tokio::spawn(async move {

@@ -71,6 +71,13 @@ impl VoteDecision {
         }
     }
 
+    /// The decision a stored name names.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Allow, Self::Deny, Self::NeedsApprovals]
+            .into_iter()
+            .find(|d| d.as_str() == name)
+    }
+
     /// The decision's name, as serialized.
     pub fn as_str(self) -> &'static str {
         match self {

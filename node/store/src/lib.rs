@@ -21,8 +21,8 @@ use tracing::info;
 pub use audit::{AuditHead, AuditIdentity, AuditTxFuture};
 pub use migrations::MIGRATIONS;
 pub use requests::{
-    ApprovalRecord, NewSignRequest, NewVote, SIGN_REQUEST_STATES, SignRequestRecord,
-    VOTE_DECISIONS, VoteRecord, sign_request_transition_allowed,
+    ApprovalRecord, NewSignRequest, NewVote, OPEN_STATES, ReleaseGate, SIGN_REQUEST_STATES,
+    SignRequestRecord, VOTE_DECISIONS, VoteRecord, WindowSpend, sign_request_transition_allowed,
 };
 /// The audit log's format and verification: the types of this crate's audit methods.
 pub use strongroom_audit;
@@ -295,6 +295,9 @@ pub struct Consumption<'a> {
     pub nonce_point: &'a [u8],
     /// The message digest signed.
     pub message: &'a [u8],
+    /// For an input of a signing request: what this node checks about the request in the
+    /// consuming transaction, which records the release ([`Store::check_release_in`]).
+    pub gate: Option<ReleaseGate<'a>>,
 }
 
 fn endpoint_of(cfg: &tokio_postgres::Config) -> String {
@@ -831,6 +834,9 @@ impl Store {
                 hex_short(presig_id)
             ))
         })?;
+        if let Some(gate) = &consumption.gate {
+            Self::check_release_in(&tx, gate).await?;
+        }
         let counter = before_commit(sealed.clone())
             .await
             .map_err(|e| StoreError::Aborted(e.to_string()))?;

@@ -16,6 +16,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/0003_requests.sql"),
     ),
     (4, "audit", include_str!("../migrations/0004_audit.sql")),
+    (
+        5,
+        "request_lifecycle",
+        include_str!("../migrations/0005_request_lifecycle.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming the advisory lock that serializes migrations.

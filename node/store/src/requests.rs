@@ -4,7 +4,16 @@
 //! A request moves `voting` → `awaiting_approvals` | `approved` | `rejected` | `failed`,
 //! `awaiting_approvals` → `approved` | `rejected` | `failed`, `approved` → `signing` | `failed`
 //! and `signing` → `signed` | `failed` | `approved` (back to `approved` so a new leader can retry
-//! after a failed signing attempt). Every change is an atomic compare-and-set on the state.
+//! after a failed signing attempt). Any open state (`voting`, `awaiting_approvals`, `approved`,
+//! `signing`) may end `expired` at the node's deadline; one that is not `signing` may end
+//! `cancelled`. A `failed` or `expired` request still becomes `signed` when signatures that
+//! verify arrive (they prove the signing completed). Every change is an atomic compare-and-set
+//! on the state.
+//!
+//! Each request also carries this node's spend accounting: when its own vote allowed it
+//! (`allowed_at`), when it first released a partial signature for it (`released_at`), whether
+//! the node itself ended it before releasing anything (`spend_void`) and its deadline
+//! (`expires_at`). [`Store::window_spends`] returns what the node's rolling window must count.
 
 use std::time::SystemTime;
 
@@ -25,13 +34,15 @@ pub const SIGN_REQUEST_STATES: &[&str] = &[
     "signed",
     "rejected",
     "failed",
+    "expired",
+    "cancelled",
 ];
+
+/// States in which a request may still be signed.
+pub const OPEN_STATES: &[&str] = &["voting", "awaiting_approvals", "approved", "signing"];
 
 /// Every decision a policy vote can carry.
 pub const VOTE_DECISIONS: &[&str] = &["allow", "deny", "needs_approvals"];
-
-/// States whose requests count against a key's spending window.
-const SPENDING_STATES: &[&str] = &["approved", "signing", "signed"];
 
 /// Whether a signing request may move from state `from` to state `to`.
 pub fn sign_request_transition_allowed(from: &str, to: &str) -> bool {
@@ -43,6 +54,11 @@ pub fn sign_request_transition_allowed(from: &str, to: &str) -> bool {
         ) | ("awaiting_approvals", "approved" | "rejected" | "failed")
             | ("approved", "signing" | "failed")
             | ("signing", "signed" | "failed" | "approved")
+            | (
+                "voting" | "awaiting_approvals" | "approved" | "signing",
+                "expired"
+            )
+            | ("voting" | "awaiting_approvals" | "approved", "cancelled")
     )
 }
 
@@ -63,6 +79,8 @@ pub struct NewSignRequest<'a> {
     pub submitter: &'a str,
     /// The transaction summary (its `spend_sat` counts against the spending window).
     pub summary: &'a Value,
+    /// This node's deadline for the request.
+    pub expires_at: SystemTime,
 }
 
 /// A signing request as stored.
@@ -94,6 +112,14 @@ pub struct SignRequestRecord {
     pub created_at: SystemTime,
     /// When it last changed.
     pub updated_at: SystemTime,
+    /// When this node's own vote allowed it (renewed when the node evaluated again).
+    pub allowed_at: Option<SystemTime>,
+    /// When this node first released a partial signature for it.
+    pub released_at: Option<SystemTime>,
+    /// Whether this node itself ended it before releasing anything (its spend no longer counts).
+    pub spend_void: bool,
+    /// This node's deadline for it.
+    pub expires_at: SystemTime,
 }
 
 /// A node's signed policy vote to store.
@@ -115,6 +141,9 @@ pub struct NewVote<'a> {
     pub signed_vote: &'a [u8],
     /// The node's signature over `signed_vote`.
     pub signature: &'a [u8],
+    /// For this node's own vote to allow: when it allowed (recorded on the request in the same
+    /// transaction, so the spend counts from the moment the vote exists).
+    pub allowed_at: Option<SystemTime>,
 }
 
 /// A policy vote as stored.
@@ -140,6 +169,51 @@ pub struct VoteRecord {
     pub received_at: SystemTime,
 }
 
+/// One request as this node's rolling window sees it ([`Store::window_spends`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowSpend {
+    /// Request id.
+    pub request_id: String,
+    /// When this node's vote allowed it: the time the spend is dated.
+    pub allowed_at: SystemTime,
+    /// What it spends (`spend_sat` of its summary).
+    pub amount_sat: u64,
+    /// Its state on this node.
+    pub state: String,
+    /// Whether this node released a partial signature for it.
+    pub released: bool,
+    /// Whether this node itself ended it before releasing anything.
+    pub spend_void: bool,
+    /// This node's deadline for it.
+    pub expires_at: SystemTime,
+}
+
+impl WindowSpend {
+    /// Whether the spend counts at `now`: it counts while the request may still be signed,
+    /// once signed, and whenever this node released a partial for it. It stops counting only
+    /// when this node knows none of its partials for it can ever be released: it ended the
+    /// request itself before releasing anything (`spend_void`), or the request ended otherwise
+    /// (a peer's `failed`) and its deadline, after which this node releases nothing, passed.
+    pub fn counts(&self, now: SystemTime) -> bool {
+        if self.released || self.state == "signed" || OPEN_STATES.contains(&self.state.as_str()) {
+            return true;
+        }
+        !self.spend_void && now < self.expires_at
+    }
+}
+
+/// What a signer checks, in the transaction that releases a partial signature, about the
+/// request it signs for ([`Store::check_release_in`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ReleaseGate<'a> {
+    /// The signing request.
+    pub request_id: &'a str,
+    /// The oldest allowing vote still valid: `allowed_at` must be at or after this.
+    pub allowed_since: SystemTime,
+    /// This node's clock.
+    pub now: SystemTime,
+}
+
 /// A verified human approval as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalRecord {
@@ -154,7 +228,8 @@ pub struct ApprovalRecord {
 }
 
 const REQUEST_COLUMNS: &str = "request_id, key_id, digest, psbt, signed_psbt, tx_hex, memo, \
-     submitter, state, summary, error, created_at, updated_at";
+     submitter, state, summary, error, created_at, updated_at, allowed_at, released_at, \
+     spend_void, expires_at";
 
 const VOTE_COLUMNS: &str = "request_id, node_id, decision, reasons, policy_hash, entropy, \
      signed_vote, signature, received_at";
@@ -174,6 +249,10 @@ fn request_from_row(r: &tokio_postgres::Row) -> SignRequestRecord {
         error: r.get(10),
         created_at: r.get(11),
         updated_at: r.get(12),
+        allowed_at: r.get(13),
+        released_at: r.get(14),
+        spend_void: r.get(15),
+        expires_at: r.get(16),
     }
 }
 
@@ -226,7 +305,7 @@ impl Store {
             .query_opt(
                 &tx.prepare_cached(&format!(
                     "INSERT INTO sign_requests (request_id, key_id, digest, psbt, memo, submitter, \
-                     state, summary) VALUES ($1, $2, $3, $4, $5, $6, 'voting', $7) \
+                     state, summary, expires_at) VALUES ($1, $2, $3, $4, $5, $6, 'voting', $7, $8) \
                      ON CONFLICT DO NOTHING RETURNING {REQUEST_COLUMNS}"
                 ))
                 .await?,
@@ -238,6 +317,7 @@ impl Store {
                     &r.memo,
                     &r.submitter,
                     r.summary,
+                    &r.expires_at,
                 ],
             )
             .await
@@ -342,6 +422,23 @@ impl Store {
         to: &str,
         error: Option<&str>,
     ) -> Result<bool, StoreError> {
+        self.end_sign_request(request_id, from, to, error, false)
+            .await
+    }
+
+    /// [`Store::transition_sign_request`], and when `void_unreleased` is set and this node has
+    /// released no partial signature for the request, its spend stops counting in the window
+    /// (`spend_void`), in the same transaction. Only for a decision this node took itself:
+    /// its own deadline, a cancellation the client signed, its own tally or its own failed
+    /// coordination; never on a peer's word.
+    pub async fn end_sign_request(
+        &self,
+        request_id: &str,
+        from: &[&str],
+        to: &str,
+        error: Option<&str>,
+        void_unreleased: bool,
+    ) -> Result<bool, StoreError> {
         check_state(to)?;
         if from.is_empty() {
             return Err(StoreError::Refused(format!(
@@ -369,23 +466,26 @@ impl Store {
         let changed = tx
             .query_opt(
                 &tx.prepare_cached(
-                    "UPDATE sign_requests s SET state = $2, error = $3, updated_at = now() \
+                    "UPDATE sign_requests s SET state = $2, error = $3, updated_at = now(), \
+                 spend_void = s.spend_void OR ($5 AND s.released_at IS NULL) \
                  FROM (SELECT request_id, state AS old_state FROM sign_requests \
                        WHERE request_id = $1 FOR UPDATE) o \
                  WHERE s.request_id = o.request_id AND o.old_state = ANY($4) \
-                 RETURNING o.old_state",
+                 RETURNING o.old_state, s.spend_void",
                 )
                 .await?,
-                &[&request_id, &to, &error, &from],
+                &[&request_id, &to, &error, &from, &void_unreleased],
             )
             .await?;
         if let Some(row) = changed {
             let old: String = row.get(0);
+            let void: bool = row.get(1);
             self.audit_in(&tx, EventKind::RequestStateChanged, |e, _| {
                 let e = e
                     .request(request_id)
                     .field("from", old.as_str())
-                    .field("to", to);
+                    .field("to", to)
+                    .field("spend_counts", !void);
                 Ok(match error {
                     Some(reason) => e.field("reason", reason),
                     None => e,
@@ -414,8 +514,8 @@ impl Store {
         }
     }
 
-    /// Moves a signing request from `signing` to `signed` with its outputs, in one
-    /// transaction. Finishing again with the same outputs succeeds and changes nothing; any
+    /// Moves a signing request from `signing` (or `failed`/`expired`: the signatures prove it
+    /// was signed) to `signed` with its outputs, in one transaction. Finishing again with the same outputs succeeds and changes nothing; any
     /// other current state is refused.
     pub async fn finish_sign_request(
         &self,
@@ -440,7 +540,9 @@ impl Store {
         let stored_psbt: Option<String> = row.get(1);
         let stored_tx: Option<String> = row.get(2);
         match state.as_str() {
-            "signing" => {}
+            // Signatures that verify prove the signing completed, whatever this node had
+            // concluded about it meanwhile.
+            "signing" | "failed" | "expired" => {}
             "signed"
                 if stored_psbt.as_deref() == Some(signed_psbt)
                     && stored_tx.as_deref() == tx_hex =>
@@ -465,7 +567,7 @@ impl Store {
         self.audit_in(&tx, EventKind::RequestStateChanged, |e, _| {
             let e = e
                 .request(request_id)
-                .field("from", "signing")
+                .field("from", state.as_str())
                 .field("to", "signed");
             Ok(match tx_hex {
                 Some(t) => e.field("tx_hex", t),
@@ -540,6 +642,16 @@ impl Store {
                 }
             })?;
         if n == 1 {
+            if let Some(at) = v.allowed_at {
+                tx.execute(
+                    &tx.prepare_cached(
+                        "UPDATE sign_requests SET allowed_at = $2 WHERE request_id = $1",
+                    )
+                    .await?,
+                    &[&v.request_id, &at],
+                )
+                .await?;
+            }
             let own = self
                 .audit_identity()
                 .is_some_and(|id| id.node_id == v.node_id);
@@ -676,29 +788,168 @@ impl Store {
             .collect())
     }
 
-    /// Every spend a key has committed to since `since`, as (created, `spend_sat`): requests
-    /// that are `approved`, `signing` or `signed`, oldest first (the policy's rolling-window
-    /// history).
+    /// The spends this node's rolling window for `key_id` must weigh, allowed at or after
+    /// `since`, oldest first, leaving out `except` (the request being evaluated again): every
+    /// request this node allowed, with what it knows of its end. [`WindowSpend::counts`]
+    /// decides which of them count.
     pub async fn window_spends(
         &self,
         key_id: &str,
         since: SystemTime,
-    ) -> Result<Vec<(SystemTime, i64)>, StoreError> {
-        let states: Vec<&str> = SPENDING_STATES.to_vec();
+        except: Option<&str>,
+    ) -> Result<Vec<WindowSpend>, StoreError> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
                 &client
                     .prepare_cached(
-                        "SELECT created_at, COALESCE((summary->>'spend_sat')::bigint, 0) \
-                 FROM sign_requests WHERE key_id = $1 AND state = ANY($2) AND created_at >= $3 \
-                 ORDER BY created_at",
+                        "SELECT request_id, allowed_at, COALESCE((summary->>'spend_sat')::bigint, 0), \
+                 state, released_at IS NOT NULL, spend_void, expires_at \
+                 FROM sign_requests WHERE key_id = $1 AND allowed_at IS NOT NULL \
+                 AND allowed_at >= $2 AND request_id <> COALESCE($3, '') ORDER BY allowed_at",
                     )
                     .await?,
-                &[&key_id, &states, &since],
+                &[&key_id, &since, &except],
             )
             .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| WindowSpend {
+                request_id: r.get(0),
+                allowed_at: r.get(1),
+                amount_sat: u64::try_from(r.get::<_, i64>(2)).unwrap_or(0),
+                state: r.get(3),
+                released: r.get(4),
+                spend_void: r.get(5),
+                expires_at: r.get(6),
+            })
+            .collect())
+    }
+
+    /// Dates this node's allowing vote on `request_id` anew (`allowed_at = at`): the node
+    /// evaluated the request again after its vote expired and its policy still allows it.
+    /// Returns `false` when the request is not open or this node never allowed it.
+    pub async fn renew_allowed(
+        &self,
+        request_id: &str,
+        at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let open: Vec<&str> = OPEN_STATES.to_vec();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let n = tx
+            .execute(
+                &tx.prepare_cached(
+                    "UPDATE sign_requests SET allowed_at = $2 WHERE request_id = $1 \
+                     AND allowed_at IS NOT NULL AND state = ANY($3)",
+                )
+                .await?,
+                &[&request_id, &at, &open],
+            )
+            .await?;
+        if n == 1 {
+            self.audit_in(&tx, EventKind::VoteCast, |e, _| {
+                Ok(e.request(request_id)
+                    .field("decision", "allow")
+                    .field("renewed", true))
+            })
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(n == 1)
+    }
+
+    /// Checks, in the transaction `tx` that is about to release a partial signature, that
+    /// this node may still release one for `gate.request_id`, and records the release
+    /// (`released_at`). The row is locked, so a concurrent cancellation or expiry either
+    /// happens before (and the release is refused) or after (and sees the release).
+    pub(crate) async fn check_release_in(
+        tx: &deadpool_postgres::Transaction<'_>,
+        gate: &ReleaseGate<'_>,
+    ) -> Result<(), StoreError> {
+        let row = tx
+            .query_opt(
+                &tx.prepare_cached(
+                    "SELECT state, allowed_at, expires_at FROM sign_requests \
+                     WHERE request_id = $1 FOR UPDATE",
+                )
+                .await?,
+                &[&gate.request_id],
+            )
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("signing request {}", gate.request_id)))?;
+        let state: String = row.get(0);
+        let allowed_at: Option<SystemTime> = row.get(1);
+        let expires_at: SystemTime = row.get(2);
+        if !OPEN_STATES.contains(&state.as_str()) {
+            return Err(StoreError::Refused(format!(
+                "signing request {} is {state}: no partial signature is released for it",
+                gate.request_id
+            )));
+        }
+        if gate.now >= expires_at {
+            return Err(StoreError::Refused(format!(
+                "signing request {} is past its deadline: no partial signature is released for it",
+                gate.request_id
+            )));
+        }
+        match allowed_at {
+            Some(at) if at >= gate.allowed_since => {}
+            Some(_) => {
+                return Err(StoreError::Refused(format!(
+                    "this node's vote to allow signing request {} has expired; it evaluates again",
+                    gate.request_id
+                )));
+            }
+            None => {
+                return Err(StoreError::Refused(format!(
+                    "this node has not allowed signing request {}",
+                    gate.request_id
+                )));
+            }
+        }
+        tx.execute(
+            &tx.prepare_cached(
+                "UPDATE sign_requests SET released_at = COALESCE(released_at, $2) \
+                 WHERE request_id = $1",
+            )
+            .await?,
+            &[&gate.request_id, &gate.now],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// [`Store::check_release_in`] in a transaction of its own: for interactive signing, which
+    /// releases its messages without a presignature.
+    pub async fn check_release(&self, gate: &ReleaseGate<'_>) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        Self::check_release_in(&tx, gate).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Open requests whose deadline is at or before `now`, at most `limit`, soonest first.
+    pub async fn due_sign_requests(
+        &self,
+        now: SystemTime,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let open: Vec<&str> = OPEN_STATES.to_vec();
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &client
+                    .prepare_cached(
+                        "SELECT request_id FROM sign_requests WHERE state = ANY($1) \
+                         AND expires_at <= $2 ORDER BY expires_at LIMIT $3",
+                    )
+                    .await?,
+                &[&open, &now, &limit.max(0)],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// Signing requests in `states` not changed since `before`, oldest first, at most
@@ -723,30 +974,5 @@ impl Store {
             )
             .await?;
         Ok(rows.iter().map(request_from_row).collect())
-    }
-
-    /// Satoshis a key has committed to spend since `since`: the sum of the summaries'
-    /// `spend_sat` over its requests created since then that are `approved`, `signing` or
-    /// `signed` (for the policy's rolling-window rule). Requests without `spend_sat` count
-    /// as zero.
-    pub async fn spent_in_window(
-        &self,
-        key_id: &str,
-        since: SystemTime,
-    ) -> Result<i64, StoreError> {
-        let states: Vec<&str> = SPENDING_STATES.to_vec();
-        let client = self.pool.get().await?;
-        let row = client
-            .query_one(
-                &client
-                    .prepare_cached(
-                        "SELECT COALESCE(sum((summary->>'spend_sat')::bigint), 0)::bigint \
-                 FROM sign_requests WHERE key_id = $1 AND state = ANY($2) AND created_at >= $3",
-                    )
-                    .await?,
-                &[&key_id, &states, &since],
-            )
-            .await?;
-        Ok(row.get(0))
     }
 }

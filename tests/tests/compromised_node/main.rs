@@ -59,7 +59,11 @@ pub struct Ctx {
 impl Ctx {
     /// Sends `request` (a control message as JSON) from the compromised node to node `to`
     /// (0-based) and returns the reply: the peer's answer, or `{"error": {kind, detail}}`.
-    pub async fn from_compromised(&self, to: usize, request: serde_json::Value) -> serde_json::Value {
+    pub async fn from_compromised(
+        &self,
+        to: usize,
+        request: serde_json::Value,
+    ) -> serde_json::Value {
         let r = self
             .ops
             .post_at(

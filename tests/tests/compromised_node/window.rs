@@ -18,13 +18,16 @@ async fn ends(ctx: &Ctx, ids: &[String]) -> Vec<serde_json::Value> {
 /// Four 600,000-sat PSBTs (each within the 1,000,000 per-transaction limit, together 2.4M
 /// against a 1.5M hourly cap) submitted at the same moment to all three nodes: exactly two
 /// are signed, the others are rejected naming the cap rule, on every node.
-pub async fn concurrent_requests_fit_the_cap(ctx: &Ctx) {
+pub(crate) async fn concurrent_requests_fit_the_cap(ctx: &Ctx) {
     let psbts: Vec<_> = (0..4u32)
         .map(|i| {
             build_psbt(
                 &ctx.key,
                 &[(100 + i, 700_000)],
-                &[Out::To(foreign_address(), 600_000), Out::Change(100 + i, 99_000)],
+                &[
+                    Out::To(foreign_address(), 600_000),
+                    Out::Change(100 + i, 99_000),
+                ],
             )
             .0
         })
@@ -44,8 +47,7 @@ pub async fn concurrent_requests_fit_the_cap(ctx: &Ctx) {
     let ended = ends(ctx, &ids).await;
     let signed = ended.iter().filter(|b| b["state"] == "signed").count();
     assert_eq!(
-        signed,
-        2,
+        signed, 2,
         "two 600,000-sat spends fit a 1,500,000 cap: {ended:#?}"
     );
     for body in ended.iter().filter(|b| b["state"] == "rejected") {
@@ -68,7 +70,7 @@ pub async fn concurrent_requests_fit_the_cap(ctx: &Ctx) {
 /// The compromised node sends `failed` for a signed request to every honest node: each
 /// refuses it, the request stays signed, and its spend keeps counting (a new request over the
 /// cap is rejected).
-pub async fn a_peers_failed_keeps_a_released_spend(ctx: &Ctx) {
+pub(crate) async fn a_peers_failed_keeps_a_released_spend(ctx: &Ctx) {
     let r = ctx
         .ops
         .get_at(0, "/v1/sign-requests?state=signed")
@@ -95,7 +97,8 @@ pub async fn a_peers_failed_keeps_a_released_spend(ctx: &Ctx) {
                 )
                 .await;
             assert_eq!(
-                reply["error"]["kind"], "refused",
+                reply["error"]["kind"],
+                "refused",
                 "node-{} must refuse a peer's failed for signed request {id}: {reply}",
                 honest + 1
             );
@@ -111,7 +114,10 @@ pub async fn a_peers_failed_keeps_a_released_spend(ctx: &Ctx) {
     let (psbt, _) = build_psbt(
         &ctx.key,
         &[(200, 700_000)],
-        &[Out::To(foreign_address(), 600_000), Out::Change(200, 99_000)],
+        &[
+            Out::To(foreign_address(), 600_000),
+            Out::Change(200, 99_000),
+        ],
     );
     let (status, body) = submit(&ctx.wallet, 0, &ctx.key, &psbt).await;
     assert_eq!(status, 202, "{body}");

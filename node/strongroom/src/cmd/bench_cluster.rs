@@ -383,7 +383,7 @@ async fn submit_and_wait(
                     * 1000.0;
                 return Ok((client, server));
             }
-            Some("rejected" | "failed") => {
+            Some("rejected" | "failed" | "expired" | "cancelled") => {
                 bail!("request {id} ended {}: {}", r["state"], r["error"])
             }
             _ => {}

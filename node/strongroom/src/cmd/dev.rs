@@ -173,6 +173,7 @@ fn dev_options(nodes: usize, exe: PathBuf) -> ClusterOptions {
         interactive_fallback: true,
         sign_digest_endpoint: true,
         corrupt_partials: Vec::new(),
+        peer_request_endpoint: Vec::new(),
         lease_ttl_secs: 3,
         extra_env: Vec::new(),
         cluster_id: CLUSTER_ID.to_owned(),

@@ -31,7 +31,7 @@ const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How often a wait says that it is still waiting, when nothing changes.
 const STILL_WAITING_INTERVAL: Duration = Duration::from_secs(30);
 /// The states of a sign request, in the order a request goes through them.
-pub(crate) const STATES: [&str; 7] = [
+pub(crate) const STATES: [&str; 9] = [
     "voting",
     "awaiting_approvals",
     "approved",
@@ -39,6 +39,8 @@ pub(crate) const STATES: [&str; 7] = [
     "signed",
     "rejected",
     "failed",
+    "expired",
+    "cancelled",
 ];
 
 /// `strongroom sign`: the API flags, shared by every subcommand, and the subcommand.
@@ -86,6 +88,12 @@ pub(crate) enum SignCommand {
         #[arg(long, default_value_t = 600, value_name = "SECONDS")]
         timeout: u64,
     },
+    /// Cancel a request that is not yet being signed (its submitter or an admin): it ends
+    /// `cancelled` on every node, which never signs it afterwards.
+    Cancel {
+        /// The request id.
+        request_id: String,
+    },
     /// List the sign requests: id, key, state, amount leaving the key, fee, time.
     List {
         /// Only requests in this state.
@@ -103,7 +111,9 @@ pub(crate) fn run(args: SignArgs, out: &Output) -> anyhow::Result<()> {
             }
             Some(read_psbt(psbt)?)
         }
-        SignCommand::Status { request_id } | SignCommand::Wait { request_id, .. } => {
+        SignCommand::Status { request_id }
+        | SignCommand::Wait { request_id, .. }
+        | SignCommand::Cancel { request_id } => {
             check_request_id(request_id)?;
             None
         }
@@ -169,6 +179,17 @@ pub(crate) fn run(args: SignArgs, out: &Output) -> anyhow::Result<()> {
                 let request =
                     wait_for(&api, out, None, &request_id, Duration::from_secs(timeout)).await?;
                 report_outcome(out, &request)
+            }
+            SignCommand::Cancel { request_id } => {
+                let body = api
+                    .post(&format!("/v1/sign-requests/{request_id}/cancel"), &serde_json::json!({}))
+                    .await
+                    .and_then(|r| r.into_result())
+                    .map_err(|e| unknown_request(e, &request_id))?;
+                out.report(body, || {
+                    format!("sign request {request_id} cancelled: no node signs it any more\n")
+                });
+                Ok(())
             }
             SignCommand::List { state } => list(&api, out, state.as_deref()).await,
         }
@@ -342,7 +363,10 @@ pub(crate) async fn get_request(
 
 /// Whether a request in `state` has reached its end.
 pub(crate) fn is_final(state: &str) -> bool {
-    matches!(state, "signed" | "rejected" | "failed")
+    matches!(
+        state,
+        "signed" | "rejected" | "failed" | "expired" | "cancelled"
+    )
 }
 
 /// Follows request `request_id` (on node `index`, or the first node that answers) with long
@@ -428,7 +452,7 @@ pub(crate) fn state_line(request: &Value) -> String {
         "signing" => "the nodes are signing".to_owned(),
         "signed" => return state,
         "rejected" => rejection_reasons(request),
-        "failed" => format!("failed: {}", text(&request["error"])),
+        "failed" | "expired" | "cancelled" => text(&request["error"]),
         _ => return state,
     };
     format!("{state}: {what}")
@@ -500,8 +524,8 @@ pub(crate) fn outcome(request: &Value) -> anyhow::Result<()> {
             rejection_reasons(request)
         ))
         .into()),
-        Some("failed") => Err(Reported(format!(
-            "sign request {id} failed: {}",
+        Some(state @ ("failed" | "expired" | "cancelled")) => Err(Reported(format!(
+            "sign request {id} {state}: {}",
             text(&request["error"])
         ))
         .into()),
