@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::file::canonical_address;
 use crate::model::{
     Action, Conditions, InitiatorMatch, Policy, RollingWindow, RuleRef, TimeWindow, Weekday,
+    is_key_id,
 };
 use crate::summary::{Context, TxSummary};
 
@@ -182,7 +183,7 @@ fn counted_approvers(policy: &Policy, group: &str, ctx: &Context) -> Vec<String>
 
 fn matches(c: &Conditions, tx: &TxSummary, ctx: &Context) -> bool {
     let spend = tx.spend_amount_sat();
-    c.keys.as_ref().is_none_or(|keys| keys.contains(&tx.key_id))
+    c.keys.as_ref().is_none_or(|keys| key_matches(keys, tx))
         && c.initiator
             .as_ref()
             .is_none_or(|initiator| initiator_matches(initiator, ctx))
@@ -217,6 +218,17 @@ fn matches(c: &Conditions, tx: &TxSummary, ctx: &Context) -> bool {
         && c.utc_time
             .as_ref()
             .is_none_or(|window| time_matches(window, ctx.now))
+}
+
+/// An id-shaped entry matches the key id only, any other entry the key name only.
+fn key_matches(keys: &BTreeSet<String>, tx: &TxSummary) -> bool {
+    keys.iter().any(|entry| {
+        if is_key_id(entry) {
+            entry.eq_ignore_ascii_case(&tx.key_id)
+        } else {
+            *entry == tx.key_name
+        }
+    })
 }
 
 fn initiator_matches(rule: &InitiatorMatch, ctx: &Context) -> bool {

@@ -13,7 +13,7 @@ use crate::error::PolicyError;
 use crate::hash::{self, PolicyHash};
 use crate::model::{
     Action, Approver, Bounds, Conditions, DailyHours, FORMAT_VERSION, InitiatorMatch, Policy,
-    RollingWindow, Rule, RuleRef, TimeWindow, Weekday,
+    RollingWindow, Rule, RuleRef, TimeWindow, Weekday, is_key_id,
 };
 
 /// Reads only `version`, ignoring everything else, so that a file of another version is
@@ -369,7 +369,7 @@ fn conditions(at: &RuleRef, raw: RawConditions) -> Result<Conditions, PolicyErro
         }
     };
     Ok(Conditions {
-        keys: raw.keys.map(|keys| set(at, "keys", keys)).transpose()?,
+        keys: raw.keys.map(|keys| key_entries(at, keys)).transpose()?,
         initiator,
         any_output_to: raw
             .any_output_to
@@ -427,6 +427,26 @@ fn set(
         set.insert(entry);
     }
     Ok(set)
+}
+
+/// Key names as the API stores them (trimmed), key ids in lowercase.
+fn key_entries(at: &RuleRef, list: Vec<String>) -> Result<BTreeSet<String>, PolicyError> {
+    let mut entries = Vec::with_capacity(list.len());
+    for entry in list {
+        // A name with stray spaces would never match: for a deny rule, that fails open.
+        if entry.trim() != entry {
+            return Err(PolicyError::InvalidName {
+                what: format!("{at}: `when.keys`"),
+                name: entry,
+            });
+        }
+        entries.push(if is_key_id(&entry) {
+            entry.to_ascii_lowercase()
+        } else {
+            entry
+        });
+    }
+    set(at, "keys", entries)
 }
 
 fn addresses(

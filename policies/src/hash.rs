@@ -1,8 +1,8 @@
 //! The policy hash: SHA-256 over a canonical binary encoding of the validated policy.
 //!
 //! The hash is computed from what the policy means, not from the file's bytes, so layout,
-//! comments, the order of TOML keys and tables, and the order of set-like lists (key ids,
-//! addresses, initiator names and roles, days, group members) do not change it. Everything
+//! comments, the order of TOML keys and tables, and the order of set-like lists (key names
+//! and ids, addresses, initiator names and roles, days, group members) do not change it. Everything
 //! that appears in a decision or changes one does: the id, the description, approvers and
 //! their keys, groups, and every rule with its name, position, conditions and action.
 //!
@@ -22,7 +22,7 @@
 //! list of rules, in file order:   string name, conditions, action
 //!
 //! conditions, every one in this order:
-//!   optional set of string        keys
+//!   optional set of string        keys                    (names as written, ids lowercased)
 //!   optional (set names, set roles)  initiator
 //!   optional set of string        any_output_to           (bech32 addresses lowercased)
 //!   optional set of string        external_outputs_only_to (bech32 addresses lowercased)

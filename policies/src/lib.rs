@@ -20,7 +20,8 @@
 //!
 //! - the [`TxSummary`] is computed by the node itself from the PSBT (amounts from the
 //!   `witness_utxo`s, change recognised against the key's own descriptors), never taken from
-//!   the client;
+//!   the client, and [`TxSummary::key_name`] comes from the node's own record of the key, whose
+//!   name is unique in the cluster;
 //! - [`Context::now`] is the node's clock, and [`Context::window_history`] holds every spend
 //!   signed with the summary's key within [`Policy::longest_window`] seconds;
 //! - approvals are checked by [`verify_approval`]; [`Context::approvals`] only accepts the
@@ -55,7 +56,7 @@
 //! group = "treasurers"                 # require_approvals only
 //! approvals = 2                        # 1 ..= group size
 //! [rules.when]                         # every condition present must hold
-//! keys = ["key id", "…"]               # the signing key is one of these
+//! keys = ["hot-1", "…"]                # the signing key, by name (or by its 64-hex id)
 //! initiator = { names = ["…"], roles = ["submitter"] }   # client name or any role listed
 //! any_output_to = ["…"]                # denylist: some output (change too) pays one of these
 //! external_outputs_only_to = ["…"]     # allowlist: every non-change output pays one of these
@@ -70,6 +71,11 @@
 //!
 //! Semantics at the edges:
 //!
+//! - `keys`: an entry of exactly 64 hex digits names a key by its id (either case); any
+//!   other entry names a key by the name an operator gave it at creation (exactly, case
+//!   included). An id-shaped entry never matches a name, so a key named like another key's id
+//!   cannot fall under that key's rules. Entries with leading or trailing spaces are refused:
+//!   they could never match, and a deny rule that never matches fails open.
 //! - All bounds (`min`, `max`) are inclusive; either may be omitted, not both.
 //! - `fee_rate_sat_per_vb` compares `ceil(fee / vsize)`: `max = N` holds exactly when the rate
 //!   is at most N sat/vB, `min = N + 1` exactly when it is above N.
@@ -98,7 +104,8 @@
 //! "#)?;
 //!
 //! let tx = TxSummary {
-//!     key_id: "key-1".into(),
+//!     key_id: "5d1c6f0e93a2b4c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5".into(),
+//!     key_name: "hot-1".into(),
 //!     input_count: 1,
 //!     total_input_sat: 60_000,
 //!     outputs: vec![
@@ -137,7 +144,7 @@ pub use error::{ApprovalError, PolicyError, SummaryError};
 pub use evaluate::{DEFAULT_DENY_REASON, Decision, evaluate};
 pub use hash::{PolicyHash, PolicyHashParseError};
 pub use model::{
-    Action, Approver, Bounds, Conditions, DailyHours, FORMAT_VERSION, InitiatorMatch, Policy,
-    RollingWindow, Rule, RuleRef, TimeWindow, Weekday,
+    Action, Approver, Bounds, Conditions, DailyHours, FORMAT_VERSION, InitiatorMatch,
+    KEY_ID_HEX_LEN, Policy, RollingWindow, Rule, RuleRef, TimeWindow, Weekday, is_key_id,
 };
 pub use summary::{Context, Initiator, MAX_MONEY_SAT, TxOutput, TxSummary, WindowEntry};

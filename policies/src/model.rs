@@ -17,6 +17,15 @@ use crate::hash::PolicyHash;
 /// The policy file format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// Length of a key id: 32 bytes, hex.
+pub const KEY_ID_HEX_LEN: usize = 64;
+
+/// Whether a `keys` entry names a key by its id (exactly [`KEY_ID_HEX_LEN`] hex digits, either
+/// case) rather than by its name.
+pub fn is_key_id(entry: &str) -> bool {
+    entry.len() == KEY_ID_HEX_LEN && entry.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// A validated policy: approvers, approver groups and the ordered rule list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -164,7 +173,10 @@ pub struct Rule {
 /// are not change (not paying back to the key's own descriptors).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Conditions {
-    /// Holds when the transaction's key id is one of these.
+    /// Holds when the signing key is one of these. An entry of 64 hex digits (see
+    /// [`is_key_id`]) names a key by its id; any other entry names a key by its
+    /// operator-chosen name ([`crate::TxSummary::key_name`]). So a key whose name happens to
+    /// look like an id can never match a rule written for the key with that id.
     pub keys: Option<BTreeSet<String>>,
     /// Holds when the initiating client is named here or has one of the roles listed here.
     pub initiator: Option<InitiatorMatch>,

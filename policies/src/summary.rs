@@ -13,8 +13,11 @@ pub const MAX_MONEY_SAT: u64 = 21_000_000 * 100_000_000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TxSummary {
-    /// The cluster key that would sign.
+    /// The id of the cluster key that would sign (64 lowercase hex characters).
     pub key_id: String,
+    /// That key's operator-chosen name, from the node's own key record (unique in the
+    /// cluster). Policies name keys by it; see [`crate::Conditions::keys`].
+    pub key_name: String,
     /// Number of inputs of the transaction (ours and any others).
     pub input_count: u32,
     /// Sum of the amounts of all inputs, in satoshis.

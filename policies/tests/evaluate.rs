@@ -233,11 +233,109 @@ fn output_count_counts_change_and_is_inclusive() {
 
 #[test]
 fn key_condition() {
-    let mut other = pay(10);
-    other.key_id = "key-2".to_owned();
+    let other = with_other_key(pay(10));
     assert!(holds("keys = [\"key-1\"]", &pay(10), &ctx()));
     assert!(!holds("keys = [\"key-1\"]", &other, &ctx()));
     assert!(holds("keys = [\"key-0\", \"key-2\"]", &other, &ctx()));
+}
+
+#[test]
+fn key_condition_by_name_or_id() {
+    let other = with_other_key(pay(10));
+    // By id, in either case.
+    let by_id = format!("keys = [\"{KEY_ID}\"]");
+    assert!(holds(&by_id, &pay(10), &ctx()));
+    assert!(!holds(&by_id, &other, &ctx()));
+    let upper = format!("keys = [\"{}\"]", KEY_ID.to_ascii_uppercase());
+    assert!(holds(&upper, &pay(10), &ctx()));
+    // A name is compared exactly: no case folding, no prefix.
+    assert!(!holds("keys = [\"KEY-1\"]", &pay(10), &ctx()));
+    assert!(!holds("keys = [\"key\"]", &pay(10), &ctx()));
+    // Names and ids mix.
+    let mixed = format!("keys = [\"{OTHER_KEY_ID}\", \"key-1\"]");
+    assert!(holds(&mixed, &pay(10), &ctx()));
+    assert!(holds(&mixed, &other, &ctx()));
+}
+
+#[test]
+fn a_key_named_like_another_keys_id_does_not_match_that_keys_rules() {
+    // An admin names a key after another key's id: rules written for that id must not cover it.
+    let mut impostor = with_other_key(pay(10));
+    impostor.key_name = KEY_ID.to_owned();
+    let by_id = format!("keys = [\"{KEY_ID}\"]");
+    assert!(holds(&by_id, &pay(10), &ctx()));
+    assert!(!holds(&by_id, &impostor, &ctx()));
+    // Nor is a key whose id equals an entry meant as a name matched by name alone.
+    let mut named = pay(10);
+    named.key_name = "hot-1".to_owned();
+    assert!(!holds(
+        &format!("keys = [\"{OTHER_KEY_ID}\"]"),
+        &named,
+        &ctx()
+    ));
+}
+
+#[test]
+fn a_deny_rule_scoped_to_a_key_by_name_denies_that_key_only() {
+    let policy = policy(
+        r#"
+[[rules]]
+name = "freeze-key-1"
+action = "deny"
+reason = "key-1 is frozen"
+when.keys = ["key-1"]
+
+[[rules]]
+name = "everything-else"
+action = "allow"
+"#,
+    );
+    assert_eq!(
+        evaluate(&policy, &pay(10), &ctx()),
+        Decision::Deny {
+            rule: Some(rule(0, "freeze-key-1")),
+            reason: "key-1 is frozen".to_owned(),
+        }
+    );
+    assert_eq!(
+        evaluate(&policy, &with_other_key(pay(10)), &ctx()),
+        Decision::Allow {
+            rule: rule(1, "everything-else"),
+            approved_by: vec![],
+        }
+    );
+}
+
+#[test]
+fn an_allow_rule_scoped_to_a_key_by_name_does_not_allow_another_key() {
+    let policy = policy(
+        r#"
+[[rules]]
+name = "hot-1-small"
+action = "allow"
+[rules.when]
+keys = ["hot-1"]
+amount_sat = { max = 1_000_000 }
+"#,
+    );
+    let mut hot = pay(10);
+    hot.key_name = "hot-1".to_owned();
+    assert!(evaluate(&policy, &hot, &ctx()).is_allow());
+    // Another key: by a different name, by a name differing only in case or spacing, or with
+    // the id of the first key but another name (which cannot happen on an honest node).
+    for name in ["hot-2", "HOT-1", "hot-1 ", "treasury"] {
+        let mut other = hot.clone();
+        other.key_id = OTHER_KEY_ID.to_owned();
+        other.key_name = name.to_owned();
+        assert_eq!(
+            evaluate(&policy, &other, &ctx()),
+            Decision::Deny {
+                rule: None,
+                reason: DEFAULT_DENY_REASON.to_owned(),
+            },
+            "{name}"
+        );
+    }
 }
 
 #[test]
@@ -458,9 +556,7 @@ fn all_present_conditions_must_hold() {
     let when = "amount_sat = { max = 1_000 }, keys = [\"key-1\"], fee_sat = { max = 1_000 }";
     assert!(holds(when, &pay(1_000), &ctx()));
     assert!(!holds(when, &pay(1_001), &ctx()));
-    let mut other_key = pay(10);
-    other_key.key_id = "key-2".to_owned();
-    assert!(!holds(when, &other_key, &ctx()));
+    assert!(!holds(when, &with_other_key(pay(10)), &ctx()));
     let high_fee = tx(&[(PAYEE, 10, false)], 1_001, 100);
     assert!(!holds(when, &high_fee, &ctx()));
 }

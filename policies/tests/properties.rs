@@ -75,7 +75,13 @@ fn condition() -> impl Strategy<Value = String> {
         address_list().prop_map(|l| format!("any_output_to = {l}")),
         address_list().prop_map(|l| format!("external_outputs_only_to = {l}")),
         Just("own_outputs_only = true".to_owned()),
-        prop_oneof![Just("key-1"), Just("key-2")].prop_map(|k| format!("keys = [\"{k}\"]")),
+        prop_oneof![
+            Just(KEY_NAME),
+            Just(OTHER_KEY_NAME),
+            Just(KEY_ID),
+            Just(OTHER_KEY_ID)
+        ]
+        .prop_map(|k| format!("keys = [\"{k}\"]")),
         prop_oneof![Just("submitter"), Just("approver")]
             .prop_map(|r| format!("initiator = {{ roles = [\"{r}\"] }}")),
         (0u16..24, 0u16..24, proptest::sample::subsequence(
@@ -142,16 +148,19 @@ fn tx_strategy() -> impl Strategy<Value = TxSummary> {
         proptest::collection::vec((0usize..4, 0u64..2_000, any::<bool>()), 1..4),
         0u64..3_000,
         1u64..300,
-        prop_oneof![Just("key-1"), Just("key-2")],
+        any::<bool>(),
     )
-        .prop_map(|(outputs, fee, vsize, key)| {
+        .prop_map(|(outputs, fee, vsize, other_key)| {
             let outputs: Vec<(&str, u64, bool)> = outputs
                 .into_iter()
                 .map(|(a, amount, change)| (ADDRESSES[a], amount, change))
                 .collect();
-            let mut summary = tx(&outputs, fee, vsize);
-            summary.key_id = key.to_owned();
-            summary
+            let summary = tx(&outputs, fee, vsize);
+            if other_key {
+                with_other_key(summary)
+            } else {
+                summary
+            }
         })
 }
 

@@ -178,11 +178,13 @@ pub fn summary_json(req: &SignRequest) -> Value {
     })
 }
 
-/// What the policy sees.
-fn tx_summary(req: &SignRequest) -> TxSummary {
+/// What the policy sees: the transaction, and the key by its id and by the name this node's
+/// own record gives it (policies name keys by either).
+fn tx_summary(req: &SignRequest, key_name: &str) -> TxSummary {
     let a = req.analysis();
     TxSummary {
         key_id: a.key_id.clone(),
+        key_name: key_name.to_owned(),
         input_count: u32::try_from(a.inputs.len()).unwrap_or(u32::MAX),
         total_input_sat: a.total_in_sat,
         outputs: a
@@ -655,7 +657,18 @@ impl Engine {
             window_history,
             approvals,
         };
-        let decision = strongroom_policies::evaluate(policy, &tx_summary(parsed), &ctx);
+        let key_name = self
+            .store
+            .key(&record.key_id)
+            .await?
+            .ok_or_else(|| {
+                EngineError::refused(
+                    "unknown-key",
+                    format!("node {} has no key {}", self.me, record.key_id),
+                )
+            })?
+            .name;
+        let decision = strongroom_policies::evaluate(policy, &tx_summary(parsed, &key_name), &ctx);
         Ok((decision, *policy.hash().as_bytes()))
     }
 

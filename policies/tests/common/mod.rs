@@ -10,8 +10,22 @@ use strongroom_policies::{
     WindowEntry, verify_approval,
 };
 
-/// The key id used by the fixtures.
-pub(crate) const KEY: &str = "key-1";
+/// The name of the key the fixtures sign with.
+pub(crate) const KEY_NAME: &str = "key-1";
+/// Its id.
+pub(crate) const KEY_ID: &str = "1c0ffee1c0ffee1c0ffee1c0ffee1c0ffee1c0ffee1c0ffee1c0ffee1c0ffee1";
+/// Another key of the cluster: its name.
+pub(crate) const OTHER_KEY_NAME: &str = "key-2";
+/// Its id.
+pub(crate) const OTHER_KEY_ID: &str =
+    "2badc0de2badc0de2badc0de2badc0de2badc0de2badc0de2badc0de2badc0de";
+
+/// `tx` signed by the other key instead.
+pub(crate) fn with_other_key(mut tx: TxSummary) -> TxSummary {
+    tx.key_id = OTHER_KEY_ID.to_owned();
+    tx.key_name = OTHER_KEY_NAME.to_owned();
+    tx
+}
 
 /// Monday 2024-01-01 00:00:00 UTC.
 pub(crate) const MONDAY: u64 = 1_704_067_200;
@@ -83,7 +97,8 @@ pub(crate) fn tx(outputs: &[(&str, u64, bool)], fee_sat: u64, vsize: u64) -> TxS
         .collect();
     let total_input_sat = outputs.iter().map(|o| o.amount_sat).sum::<u64>() + fee_sat;
     TxSummary {
-        key_id: KEY.to_owned(),
+        key_id: KEY_ID.to_owned(),
+        key_name: KEY_NAME.to_owned(),
         input_count: 1,
         total_input_sat,
         outputs,

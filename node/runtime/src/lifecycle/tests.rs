@@ -93,6 +93,7 @@ when.amount_sat = { max = 1_000_000 }
     .unwrap();
     let tx = TxSummary {
         key_id: "k".into(),
+        key_name: "hot-1".into(),
         input_count: 1,
         total_input_sat: 600_000,
         outputs: vec![TxOutput {
