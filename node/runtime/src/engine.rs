@@ -522,6 +522,13 @@ impl Engine {
     /// Serves one request from a peer (or from this node's own coordinator).
     pub async fn handle(self: &Arc<Self>, from: &str, request: Request) -> Reply {
         let kind = request.kind();
+        // A peer's message is held to the same bounds as API input before anything reads it.
+        if from != self.me {
+            let limits = crate::bounds::PeerLimits::new(self.members.len());
+            if let Err(e) = request.check(&limits) {
+                return self.refuse_out_of_bounds(from, kind, &e).await;
+            }
+        }
         // A peer that is not admitted takes part in nothing (crate::admission).
         if from != self.me && !matches!(request, Request::Attestation) {
             if let Err(e) = self
@@ -681,6 +688,22 @@ impl Engine {
                 Reply::Error(e.to_remote())
             }
         }
+    }
+
+    /// Logs, audits (`peer_message_refused`, naming the field, never its value) and answers a
+    /// peer's message refused by [`Request::check`].
+    async fn refuse_out_of_bounds(
+        &self,
+        from: &str,
+        kind: &'static str,
+        error: &crate::bounds::BoundsError,
+    ) -> Reply {
+        let reason = format!("out of bounds: {error}");
+        self.refused_peer_message(from, kind, None, &reason).await;
+        Reply::Error(RemoteError::new(
+            "bad-request",
+            format!("node {} refused {kind} from {from}: {error}", self.me),
+        ))
     }
 
     /// Until the PSBT path signs, the only message source is the dev digest endpoint: a node

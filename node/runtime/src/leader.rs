@@ -260,7 +260,7 @@ async fn presign_session(engine: &Arc<Engine>, pool: &PoolKey) -> bool {
                 .call(
                     *i,
                     Request::Discard {
-                        request_id: "presign-failed".into(),
+                        request_id: crate::bounds::PRESIGN_FAILED.into(),
                         presig_id: session_hex.clone(),
                     },
                     STATUS_TIMEOUT,

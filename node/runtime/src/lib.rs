@@ -10,11 +10,13 @@
 //! - [`signing`]: online signing from the pool, with the interactive fallback;
 //! - [`admission`]: the firmware profile, attestation evidence and which peers may take part;
 //! - [`control`]: the messages nodes exchange over the transport;
+//! - [`bounds`]: the bounds every field of a peer's message is held to before it is handled;
 //! - [`votes`]: signed policy votes and their verification against the voter's certificate;
 //! - [`config`]: the node configuration file.
 
 pub mod admission;
 pub mod audit;
+pub mod bounds;
 pub mod config;
 pub mod control;
 pub mod engine;

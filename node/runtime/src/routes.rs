@@ -139,8 +139,8 @@ struct ShowQuery {
 
 /// Longest long poll.
 const MAX_WAIT_SECS: u64 = 30;
-/// Longest memo.
-const MAX_MEMO_CHARS: usize = 500;
+/// Longest memo (peers' proposals are held to the same).
+const MAX_MEMO_CHARS: usize = crate::bounds::MAX_MEMO_CHARS;
 
 /// Every route of the engine.
 pub fn routes(engine: Arc<Engine>) -> Routes {
