@@ -69,7 +69,8 @@ pub(crate) struct RequestsState {
     pub(crate) policy: Option<Arc<Policy>>,
     /// This node's certificate (its own votes verify against it).
     own_cert: CertificateDer<'static>,
-    /// Peers' certificates as their transport handshakes presented them.
+    /// The certificate each peer's latest connection presented (its transport handshake
+    /// accepted it): used for its votes only while it is not connected.
     peer_certs: std::sync::Mutex<HashMap<String, CertificateDer<'static>>>,
     /// Parsed PSBTs by request id.
     parsed: std::sync::Mutex<HashMap<String, Arc<SignRequest>>>,
@@ -198,6 +199,31 @@ fn tx_summary(req: &SignRequest, key_name: &str) -> TxSummary {
             .collect(),
         fee_sat: a.fee_sat,
         vsize: a.vsize,
+    }
+}
+
+/// Which certificate a peer's votes verify against, given the one its current connection
+/// presented (`connected`, accepted by the transport's handshake) and the one remembered from
+/// its latest connection.
+///
+/// A connected peer's certificate wins and replaces the remembered one, so a peer that was
+/// issued a new certificate (a new key) is held to it from its first connection on, and its
+/// old key stops verifying votes. Without a connection, the remembered certificate is used
+/// while `still_valid` says it is (its validity period has not ended); none is used otherwise.
+fn vote_certificate<C: Clone + PartialEq>(
+    remembered: &mut HashMap<String, C>,
+    node: &str,
+    connected: Option<C>,
+    still_valid: impl Fn(&C) -> bool,
+) -> Option<C> {
+    match connected {
+        Some(cert) => {
+            if remembered.get(node) != Some(&cert) {
+                remembered.insert(node.to_owned(), cert.clone());
+            }
+            Some(cert)
+        }
+        None => remembered.get(node).filter(|c| still_valid(c)).cloned(),
     }
 }
 
@@ -390,21 +416,26 @@ impl Engine {
         }
     }
 
-    /// The certificate `node` presented to this node's transport (its own for this node).
+    /// The certificate `node`'s votes verify against (this node's own for itself): the one its
+    /// current connection presented, else the one its latest connection did (see
+    /// [`vote_certificate`]).
     fn certificate_of(&self, node: &str) -> Option<CertificateDer<'static>> {
         if node == self.me {
             return Some(self.requests.own_cert.clone());
         }
-        if let Some(c) = lock(&self.requests.peer_certs).get(node) {
-            return Some(c.clone());
-        }
-        let id = NodeId::new(node).ok()?;
-        let conn = self.transport.connection(&id)?;
-        let identity = conn.peer_identity()?;
-        let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-        let cert = chain.first()?.clone();
-        lock(&self.requests.peer_certs).insert(node.to_owned(), cert.clone());
-        Some(cert)
+        let connected = NodeId::new(node)
+            .ok()
+            .and_then(|id| self.transport.connection(&id))
+            .and_then(|conn| conn.peer_identity())
+            .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
+            .and_then(|chain| chain.first().cloned());
+        let now = SystemTime::now();
+        vote_certificate(
+            &mut lock(&self.requests.peer_certs),
+            node,
+            connected,
+            |cert| strongroom_transport::pki::not_after_of(cert).is_ok_and(|end| now <= end),
+        )
     }
 
     /// Verifies a vote against its voter's certificate and this node's copy of the request.
@@ -1568,5 +1599,61 @@ mod tests {
     fn request_ids_come_from_the_digest() {
         let d = [0xab; 32];
         assert_eq!(request_id_of(&d), "ab".repeat(16));
+    }
+}
+
+#[cfg(test)]
+mod certificate_tests {
+    use super::*;
+
+    fn pick(
+        remembered: &mut HashMap<String, &'static str>,
+        node: &str,
+        connected: Option<&'static str>,
+    ) -> Option<&'static str> {
+        vote_certificate(remembered, node, connected, |cert| {
+            !cert.ends_with("expired")
+        })
+    }
+
+    #[test]
+    fn the_current_connection_wins_and_replaces_the_remembered_certificate() {
+        let mut remembered = HashMap::new();
+        // First connection: its certificate is used and remembered.
+        assert_eq!(pick(&mut remembered, "node-2", Some("old")), Some("old"));
+        assert_eq!(remembered.get("node-2"), Some(&"old"));
+        // The peer was re-keyed and reconnected: the new certificate is used at once, and the
+        // old one is forgotten, so votes signed with the old key stop verifying.
+        assert_eq!(pick(&mut remembered, "node-2", Some("new")), Some("new"));
+        assert_eq!(remembered.get("node-2"), Some(&"new"));
+        // Disconnected: the latest certificate, never the old one.
+        assert_eq!(pick(&mut remembered, "node-2", None), Some("new"));
+    }
+
+    #[test]
+    fn without_a_connection_only_a_remembered_valid_certificate_is_used() {
+        let mut remembered = HashMap::new();
+        assert_eq!(pick(&mut remembered, "node-3", None), None);
+        assert!(remembered.is_empty());
+        remembered.insert("node-3".to_owned(), "cert-expired");
+        assert_eq!(pick(&mut remembered, "node-3", None), None);
+        // A connection that presents a valid certificate replaces the expired one.
+        assert_eq!(
+            pick(&mut remembered, "node-3", Some("fresh")),
+            Some("fresh")
+        );
+        assert_eq!(pick(&mut remembered, "node-3", None), Some("fresh"));
+    }
+
+    #[test]
+    fn peers_are_remembered_separately() {
+        let mut remembered = HashMap::new();
+        assert_eq!(pick(&mut remembered, "node-2", Some("two")), Some("two"));
+        assert_eq!(
+            pick(&mut remembered, "node-3", Some("three")),
+            Some("three")
+        );
+        assert_eq!(pick(&mut remembered, "node-2", None), Some("two"));
+        assert_eq!(pick(&mut remembered, "node-4", None), None);
     }
 }
