@@ -522,14 +522,8 @@ impl Engine {
     /// Serves one request from a peer (or from this node's own coordinator).
     pub async fn handle(self: &Arc<Self>, from: &str, request: Request) -> Reply {
         let kind = request.kind();
-        // A peer's message is held to the same bounds as API input before anything reads it.
-        if from != self.me {
-            let limits = crate::bounds::PeerLimits::new(self.members.len());
-            if let Err(e) = request.check(&limits) {
-                return self.refuse_out_of_bounds(from, kind, &e).await;
-            }
-        }
-        // A peer that is not admitted takes part in nothing (crate::admission).
+        // A peer that is not admitted takes part in nothing (crate::admission), and what it
+        // sends is not audited either.
         if from != self.me && !matches!(request, Request::Attestation) {
             if let Err(e) = self
                 .ensure_admitted(from, crate::admission::ATTEST_TIMEOUT)
@@ -537,6 +531,13 @@ impl Engine {
             {
                 tracing::warn!(from, request = kind, error = %e, "request from a peer that is not admitted refused");
                 return Reply::Error(RemoteError::new("peer-not-admitted", e.to_string()));
+            }
+        }
+        // A peer's message is held to the same bounds as API input before anything reads it.
+        if from != self.me {
+            let limits = crate::bounds::PeerLimits::new(self.members.len());
+            if let Err(e) = request.check(&limits) {
+                return self.refuse_out_of_bounds(from, kind, &e).await;
             }
         }
         let result = match request {
