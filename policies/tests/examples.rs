@@ -11,8 +11,8 @@ use common::{DIGEST, at, rule};
 use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
 use strongroom_policies::{
-    Context, DEFAULT_DENY_REASON, Decision, Initiator, Policy, TxOutput, TxSummary,
-    VerifiedApproval, WindowEntry, evaluate, verify_approval,
+    Context, DEFAULT_DENY_REASON, Decision, Initiator, Policy, TxSummary, VerifiedApproval,
+    WindowEntry, evaluate, verify_approval,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -78,23 +78,11 @@ fn summary(
     fee_sat: u64,
     vsize: u64,
 ) -> TxSummary {
-    let outputs: Vec<TxOutput> = outputs
-        .iter()
-        .map(|&(address, amount_sat, is_change)| TxOutput {
-            address: address.to_owned(),
-            amount_sat,
-            is_change,
-        })
-        .collect();
-    let total_input_sat = outputs.iter().map(|o| o.amount_sat).sum::<u64>() + fee_sat;
     TxSummary {
         key_id: key.0.to_owned(),
         key_name: key.1.to_owned(),
         input_count: 2,
-        total_input_sat,
-        outputs,
-        fee_sat,
-        vsize,
+        ..common::tx(outputs, fee_sat, vsize)
     }
 }
 

@@ -36,7 +36,7 @@ use strongroom_bitcoin::bitcoin::secp256k1::ecdsa::Signature as EcdsaSig;
 use strongroom_bitcoin::{ClusterKey, IntakeOptions, SignRequest, intake_base64};
 use strongroom_mpc::hd::DerivationPath;
 use strongroom_policies::{Context, Decision, Initiator, Policy, TxOutput, TxSummary, WindowEntry};
-use strongroom_store::{NewSignRequest, NewVote, SignRequestRecord};
+use strongroom_store::{NewSignRequest, NewVote, OPEN_STATES, SignRequestRecord};
 use strongroom_transport::NodeId;
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::sync::{Semaphore, broadcast};
@@ -44,13 +44,16 @@ use tokio::sync::{Semaphore, broadcast};
 use crate::control::{Reply, Request, SignTarget};
 use crate::engine::{Engine, EngineError, hex32, lock, random_id};
 use crate::lifecycle::{
-    self, CountedVote, OwnView, PeerFailed, ReleaseVerdict, RequestState, Tally,
+    self, CountedVote, Ending, OwnView, PeerFailed, ReleaseVerdict, RequestState, Tally,
 };
 use crate::votes::{Expected, SignedVote, Vote, VoteDecision};
 
 /// States after which nothing changes (a `failed` or `expired` request still completes when
 /// signatures that verify arrive).
 pub const FINAL_STATES: [&str; 5] = ["signed", "rejected", "failed", "expired", "cancelled"];
+
+/// States from which a request can be cancelled (not yet being signed).
+const CANCELLABLE: &[&str] = &["voting", "awaiting_approvals", "approved"];
 
 /// How long a request may sit in `voting` or `approved` before the leader resumes it.
 const RESUME_AFTER: Duration = Duration::from_secs(15);
@@ -990,20 +993,8 @@ impl Engine {
             }
             PeerFailed::AlreadyEnded => Ok(()),
             PeerFailed::Fail(ending) => {
-                let reason = format!("{from}: {error}");
-                if self
-                    .store
-                    .end_sign_request(
-                        request_id,
-                        strongroom_store::OPEN_STATES,
-                        ending.to.as_str(),
-                        Some(&reason),
-                        ending.void_unreleased,
-                    )
-                    .await?
-                {
-                    self.notify(request_id);
-                }
+                self.end(request_id, OPEN_STATES, ending, &format!("{from}: {error}"))
+                    .await?;
                 Ok(())
             }
         }
@@ -1020,19 +1011,7 @@ impl Engine {
             return Ok(());
         };
         if let Some(ending) = lifecycle::on_own_failure(&own_view(&record)?) {
-            if self
-                .store
-                .end_sign_request(
-                    request_id,
-                    strongroom_store::OPEN_STATES,
-                    ending.to.as_str(),
-                    Some(error),
-                    ending.void_unreleased,
-                )
-                .await?
-            {
-                self.notify(request_id);
-            }
+            self.end(request_id, OPEN_STATES, ending, error).await?;
         }
         Ok(())
     }
@@ -1049,19 +1028,9 @@ impl Engine {
             let Some(ending) = lifecycle::on_tick(&own_view(&record)?, now) else {
                 continue;
             };
-            if self
-                .store
-                .end_sign_request(
-                    &request_id,
-                    strongroom_store::OPEN_STATES,
-                    ending.to.as_str(),
-                    Some("not signed before this node's deadline (signing.request_ttl_secs)"),
-                    ending.void_unreleased,
-                )
-                .await?
-            {
+            let reason = "not signed before this node's deadline (signing.request_ttl_secs)";
+            if self.end(&request_id, OPEN_STATES, ending, reason).await? {
                 tracing::info!(request_id, "request expired");
-                self.notify(&request_id);
                 ended += 1;
             }
         }
@@ -1084,14 +1053,7 @@ impl Engine {
         })?;
         let reason = format!("cancelled by {by}");
         if !self
-            .store
-            .end_sign_request(
-                &record.request_id,
-                &["voting", "awaiting_approvals", "approved"],
-                ending.to.as_str(),
-                Some(&reason),
-                ending.void_unreleased,
-            )
+            .end(&record.request_id, CANCELLABLE, ending, &reason)
             .await?
         {
             return Err(EngineError::refused(
@@ -1103,7 +1065,6 @@ impl Engine {
             ));
         }
         tracing::info!(request_id = %record.request_id, by, "request cancelled");
-        self.notify(&record.request_id);
         Ok(())
     }
 
@@ -1121,20 +1082,13 @@ impl Engine {
         };
         match lifecycle::on_cancel(&own_view(&record)?) {
             Ok(ending) => {
+                // On a peer's word: the spend keeps counting.
+                let ending = Ending {
+                    void_unreleased: false,
+                    ..ending
+                };
                 let reason = format!("cancelled by {by} (through {from})");
-                if self
-                    .store
-                    .end_sign_request(
-                        request_id,
-                        &["voting", "awaiting_approvals", "approved"],
-                        ending.to.as_str(),
-                        Some(&reason),
-                        false,
-                    )
-                    .await?
-                {
-                    self.notify(request_id);
-                }
+                self.end(request_id, CANCELLABLE, ending, &reason).await?;
                 Ok(())
             }
             Err(reason) => Err(EngineError::refused(
@@ -1142,6 +1096,31 @@ impl Engine {
                 format!("node {}: request {request_id}: {reason}", self.me),
             )),
         }
+    }
+
+    /// Ends `request_id` as a lifecycle decision says, if its state is one of `from`
+    /// (compare-and-set), and tells long polls; `false` when the state had moved on.
+    async fn end(
+        &self,
+        request_id: &str,
+        from: &[&str],
+        ending: Ending,
+        reason: &str,
+    ) -> Result<bool, EngineError> {
+        let changed = self
+            .store
+            .end_sign_request(
+                request_id,
+                from,
+                ending.to.as_str(),
+                Some(reason),
+                ending.void_unreleased,
+            )
+            .await?;
+        if changed {
+            self.notify(request_id);
+        }
+        Ok(changed)
     }
 
     /// This node's deadline for a request it stores now.
